@@ -1,0 +1,3 @@
+from dlmine.cli import main
+
+main()

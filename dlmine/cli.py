@@ -1,0 +1,142 @@
+"""The command line: thin commands that parse options and hand over to library code.
+
+A `DlmineError` becomes `Error: ...` on stderr and its exit code (2 for config
+and usage errors, 1 for other failures, 130 when interrupted), with no traceback
+unless `--debug` is given. Heavy modules (Keras and its backend) are imported
+inside the commands, so `dlmine --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from dlmine import __version__
+from dlmine.devices import quiet_backend_logs
+from dlmine.errors import DlmineError
+
+quiet_backend_logs()
+
+SET_HELP = "Override a config key, e.g. --set training.epochs=1 (repeatable; VALUE is YAML)."
+
+
+class Group(click.Group):
+    """Turns dlmine's exceptions into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except DlmineError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            else:
+                click.echo(f"Error: internal error in dlmine: {type(exc).__name__}: {exc} "
+                           "(run with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dlmine")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def main(debug: bool) -> None:
+    """dlmine: declarative deep learning for data mining, from one YAML file."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the run (must not exist). Default: RUNS_ROOT/<name>-<time>.")
+@click.option("--runs-root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs"), show_default=True, envvar="DLMINE_RUNS_ROOT",
+              help="Folder of default run directories.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--seed", type=int, help="Override the config's seed.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="Where to train; gpu without a GPU is an error.")
+@click.option("--quiet", is_flag=True, help="Print nothing but the run directory.")
+def train(config, run_dir, runs_root, overrides, seed, device, quiet) -> None:
+    """Train CONFIG, evaluate it on the test split, print the run directory."""
+    from dlmine import devices
+
+    devices.select(device)
+    devices.import_keras(_debug())
+    from dlmine.config import load_config
+    from dlmine.console import Reporter
+    from dlmine.train import train as run_training
+
+    loaded = load_config(config, overrides, seed=seed)
+    reporter = Reporter(quiet=quiet)
+    run = run_training(loaded, run_dir=run_dir, runs_root=runs_root, device=device,
+                       reporter=reporter, argv=sys.argv[1:])
+    click.echo(str(run.path))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
+              show_default=True, help="Which saved checkpoint to evaluate.")
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test",
+              show_default=True, help="Which split to evaluate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of a table.")
+@click.option("--quiet", is_flag=True, help="Print nothing; eval.json is still written.")
+def evaluate(run_dir, checkpoint, split, as_json, quiet) -> None:
+    """Evaluate a finished run from RUN_DIR alone; writes RUN_DIR/eval.json."""
+    import json
+
+    from dlmine.devices import import_keras
+
+    import_keras(_debug())
+    from dlmine.console import Reporter
+    from dlmine.evaluate import evaluate_run
+
+    reporter = Reporter(quiet=quiet)
+    report = evaluate_run(run_dir, checkpoint, split, reporter)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not quiet:
+        reporter.metrics_table(f"{split} metrics ({Path(run_dir).name}, {checkpoint} checkpoint)",
+                               report["metrics"], stream="stdout")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def check(config, overrides) -> None:
+    """Validate CONFIG and build its model on the data's shape, without training."""
+    from dlmine.devices import import_keras
+
+    import_keras(_debug())
+    from dlmine.config import load_config
+    from dlmine.train import build_checked_model, model_summary
+
+    loaded = load_config(config, overrides)
+    prepared = build_checked_model(loaded)
+    click.echo(model_summary(prepared.model))
+    click.echo(f"{loaded.sources.filename}: OK: {len(loaded.config.model.layers)} layers, input "
+               f"shape {tuple(prepared.preprocessor.output_shape())}, "
+               f"{prepared.model.count_params()} parameters")
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context()
+    return bool(ctx.find_root().params.get("debug"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""YAML -> a validated, fully resolved `Config`, or a `ConfigError` listing every problem."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dlmine.config.checks import RULES, resolve
+from dlmine.config.loading import Sources, apply_overrides, build, parse_yaml, source_name
+from dlmine.config.schema import REQUIRED, Config
+from dlmine.errors import ConfigError, DlmineError, Problem
+
+__all__ = ["Config", "LoadedConfig", "load_config", "to_yaml"]
+
+
+@dataclass
+class LoadedConfig:
+    """A config and where each of its keys came from, for messages about it later."""
+
+    config: Config
+    sources: Sources
+    path: Path
+
+
+def load_config(path, overrides=(), *, seed: int | None = None, check_model: bool = True
+                ) -> LoadedConfig:
+    """Read, override, validate and resolve a config file.
+
+    Args:
+        path: the YAML file.
+        overrides: `KEY=VALUE` strings from `--set`, VALUE parsed as YAML.
+        seed: `--seed`, which wins over `seed:` in the file.
+        check_model: also check layer names and arguments, optimizer, loss and metrics
+            against Keras (imports Keras).
+
+    Returns:
+        The resolved config with its sources.
+
+    Raises:
+        ConfigError: with every problem found, each as `FILE:LINE: dotted.key: message`.
+    """
+    path = Path(path)
+    name = source_name(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DlmineError(f"config file not found: {name}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DlmineError(f"cannot read config file {name}: {exc}") from None
+    data, sources = parse_yaml(text, name)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(f"{name}:1", "", "expected a mapping with the sections "
+                                   f"dataset, model, training; received a {type(data).__name__}")])
+    problems = apply_overrides(data, overrides, sources)
+    if seed is not None:
+        data["seed"] = seed
+    config = build(Config, data, (), sources, problems, REQUIRED)
+    resolve(config, default_name=path.stem)
+    if not problems:
+        for rule in RULES:
+            problems.extend(rule(config, sources))
+    if check_model and isinstance(config.model.layers, list) and config.model.layers:
+        from dlmine.model import check_spec
+
+        problems.extend(check_spec(config, sources))
+    if problems:
+        raise ConfigError(problems)
+    if config.dataset.path:
+        config.dataset.path = str((path.parent / config.dataset.path).resolve())
+    return LoadedConfig(config, sources, path)
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML, in schema order, loadable again by `load_config`."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,172 @@
+"""Cross-field rules, each a small named function, and the resolution of `auto` defaults.
+
+Structure (types, unknown keys) is checked by `loading.build`; these rules see a
+well-typed `Config` and report what does not fit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional
+
+from dlmine.config.loading import Sources
+from dlmine.config.schema import Config
+from dlmine.errors import Problem
+
+CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
+                         "binary_crossentropy", "categorical_focal_crossentropy",
+                         "binary_focal_crossentropy", "sparse_categorical_focal_crossentropy"}
+ONEHOT_LOSSES = {"categorical_crossentropy", "categorical_focal_crossentropy"}
+SPARSE_LOSSES = {"sparse_categorical_crossentropy"}
+MONITORS = (("training", "early_stopping"), ("training", "reduce_lr_on_plateau"),
+            ("training", "checkpoint"))
+
+
+def loss_name(loss: str) -> str:
+    """Normalise a loss as Keras spells it in several ways: `CategoricalCrossentropy` too."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in loss).lstrip("_")
+    return {"mse": "mean_squared_error", "mae": "mean_absolute_error"}.get(snake, snake)
+
+
+def check_dataset_path(cfg: Config, src: Sources) -> list[Problem]:
+    ds = cfg.dataset
+    if ds.name == "npz" and not ds.path:
+        return [src.problem(("dataset",), "name: npz needs `path:`, the .npz file to read")]
+    if ds.name != "npz" and ds.path:
+        return [src.problem(("dataset", "path"), f"`path` is only read with name: npz; "
+                            f"'{ds.name}' is a built-in dataset. Remove `path` or set name: npz")]
+    return []
+
+
+def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
+    loss, labels = loss_name(cfg.training.loss), cfg.preprocessing.labels
+    where = ("training", "loss")
+    if cfg.dataset.task == "regression":
+        if loss in CLASSIFICATION_LOSSES:
+            return [src.problem(where, f"{cfg.training.loss} is a classification loss, but "
+                                "dataset.task is regression; use mean_squared_error or "
+                                "mean_absolute_error")]
+        return []
+    if loss in ONEHOT_LOSSES and labels == "integer":
+        return [src.problem(where, f"{cfg.training.loss} expects one-hot labels, but "
+                            "preprocessing.labels is 'integer'; use "
+                            "sparse_categorical_crossentropy, or set preprocessing.labels: onehot")]
+    if loss in SPARSE_LOSSES and labels == "onehot":
+        return [src.problem(where, f"{cfg.training.loss} expects integer labels, but "
+                            "preprocessing.labels is 'onehot'; use categorical_crossentropy, or "
+                            "set preprocessing.labels: integer")]
+    return []
+
+
+def check_regression_options(cfg: Config, src: Sources) -> list[Problem]:
+    if cfg.dataset.task != "regression" or cfg.training.class_weight is None:
+        return []
+    return [src.problem(("training", "class_weight"), "class weights need classes, but "
+                        "dataset.task is regression; remove class_weight")]
+
+
+def check_monitors_have_validation(cfg: Config, src: Sources) -> list[Problem]:
+    if cfg.dataset.validation_split is not None:
+        return []
+    problems = []
+    for path in MONITORS:
+        section = getattr(cfg.training, path[1])
+        if section is not None and section.monitor and section.monitor.startswith("val_"):
+            problems.append(src.problem(path + ("monitor",), f"'{section.monitor}' needs a "
+                                        "validation split, but dataset.validation_split is "
+                                        "null; monitor a training metric such as 'loss'"))
+    return problems
+
+
+def check_class_weight(cfg: Config, src: Sources) -> list[Problem]:
+    weights = cfg.training.class_weight
+    if not isinstance(weights, dict):
+        return []
+    problems = []
+    for label, weight in weights.items():
+        path = ("training", "class_weight", label)
+        if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+            problems.append(src.problem(path, f"expected a class label (an integer >= 0) as "
+                                        f"the key, received {label!r}"))
+        elif isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            problems.append(src.problem(path, f"expected a weight > 0, received {weight!r}"))
+    return problems
+
+
+def check_optimizer(cfg: Config, src: Sources) -> list[Problem]:
+    opt = cfg.training.optimizer
+    if isinstance(opt, dict) and not isinstance(opt.get("name"), str):
+        return [src.problem(("training", "optimizer"), "expected `name:` (a keras.optimizers "
+                            f"name such as adam) in the optimizer mapping, received keys "
+                            f"{sorted(map(str, opt))}")]
+    return []
+
+
+def check_layers_listed(cfg: Config, src: Sources) -> list[Problem]:
+    if not cfg.model.layers:
+        return [src.problem(("model", "layers"), "expected at least one layer, such as "
+                            "`- Dense: {units: 10, activation: softmax}`")]
+    return []
+
+
+def check_reshape(cfg: Config, src: Sources) -> list[Problem]:
+    shape = cfg.preprocessing.reshape
+    if shape is None:
+        return []
+    if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
+        return [src.problem(("preprocessing", "reshape"), "expected positive sizes with at "
+                            f"most one -1, received {shape}")]
+    return []
+
+
+def check_name(cfg: Config, src: Sources) -> list[Problem]:
+    from dlmine.config.schema import NAME_PATTERN
+
+    if NAME_PATTERN.match(cfg.name or ""):
+        return []
+    return [src.problem(("name",), f"the config file's name '{cfg.name}' cannot name a run "
+                        "directory; set `name:` to letters, digits, '.', '_' and '-'")]
+
+
+RULES: list[Callable[[Config, Sources], list[Problem]]] = [
+    check_name, check_dataset_path, check_reshape, check_layers_listed, check_optimizer,
+    check_loss_fits_labels, check_regression_options, check_monitors_have_validation,
+    check_class_weight,
+]
+
+
+def resolve(cfg: Config, default_name: str) -> None:
+    """Replace `auto` and null defaults by the concrete values they stand for, in place."""
+    training = cfg.training
+    if cfg.name is None:
+        cfg.name = default_name
+    if isinstance(training.optimizer, str):
+        training.optimizer = {"name": training.optimizer}
+    if training.loss == "auto":
+        training.loss = _auto_loss(cfg)
+    if training.metrics is None:
+        classify = cfg.dataset.task == "classification"
+        training.metrics = ["accuracy"] if classify else ["mean_absolute_error"]
+    default_monitor = "val_loss" if cfg.dataset.validation_split is not None else "loss"
+    for _, name in MONITORS:
+        section = getattr(training, name)
+        if section is not None and section.monitor is None:
+            section.monitor = default_monitor
+
+
+def _auto_loss(cfg: Config) -> str:
+    if cfg.dataset.task == "regression":
+        return "mean_squared_error"
+    if _last_layer_is_single_sigmoid(cfg.model.layers):
+        return "binary_crossentropy"
+    if cfg.preprocessing.labels == "onehot":
+        return "categorical_crossentropy"
+    return "sparse_categorical_crossentropy"
+
+
+def _last_layer_is_single_sigmoid(layers: list) -> bool:
+    last: Optional[dict] = layers[-1] if layers and isinstance(layers[-1], dict) else None
+    if not last or len(last) != 1:
+        return False
+    args = next(iter(last.values()))
+    return isinstance(args, dict) and args.get("units") == 1 and args.get("activation") == "sigmoid"

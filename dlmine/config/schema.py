@@ -1,0 +1,181 @@
+"""The config schema: every section, key and default, in one place.
+
+Each section is a dataclass; `metadata["doc"]` is the text README.md's config
+reference is checked against, and `metadata["check"]` is a small function that
+returns what was expected when a value is out of range (or None when it fits).
+`auto` and null defaults are resolved by `dlmine.config.checks.resolve`, so the
+`config.yaml` saved in a run directory holds only concrete values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
+DATASET_NAMES = (*BUILTIN_DATASETS, "npz")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _positive(value: Any) -> Optional[str]:
+    return None if value >= 1 else "expected an integer >= 1"
+
+
+def _fraction(value: Any) -> Optional[str]:
+    return None if 0 < value < 1 else "expected a fraction in (0, 1)"
+
+
+def _fraction_or_null(value: Any) -> Optional[str]:
+    if value is None or 0 < value < 1:
+        return None
+    return "expected a fraction in (0, 1), or null for no validation split"
+
+
+def _non_negative(value: Any) -> Optional[str]:
+    return None if value >= 0 else "expected a number >= 0"
+
+
+def _safe_name(value: Any) -> Optional[str]:
+    if value is None or NAME_PATTERN.match(value):
+        return None
+    return ("expected a plain name of letters, digits, '.', '_' and '-' (no '/', no leading "
+            "dot, at most 100 characters), because it names the run directory")
+
+
+def doc(text: str, default: Any = None, *, check=None, factory=None):
+    """A schema field with its documentation and an optional range check."""
+    metadata = {"doc": text, "check": check}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class DatasetConfig:
+    name: Literal[DATASET_NAMES] = doc(
+        "Which data: `mnist`, `fashion_mnist`, `cifar10`, `cifar100` (Keras' loaders, found first "
+        "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), or "
+        "`npz` (a local file named by `path`). Required.", "digits")
+    path: Optional[str] = doc(
+        "With `name: npz`: the `.npz` file holding `x_train`, `y_train` and optionally `x_test`, "
+        "`y_test` and `class_names`; relative to the config file's folder.")
+    limit: Optional[int] = doc(
+        "Use only the first N training samples (before the validation split); null for all.",
+        check=lambda v: None if v is None else _positive(v))
+    validation_split: Optional[float] = doc(
+        "Fraction of the training samples held out for validation (stratified for "
+        "classification, seeded by `seed`); null for none.", 0.1, check=_fraction_or_null)
+    test_split: float = doc(
+        "Fraction held out as the test split when the data has no test set of its own "
+        "(`digits`, an `.npz` without `x_test`).", 0.2, check=_fraction)
+    task: Literal["classification", "regression"] = doc(
+        "`classification` (integer class labels) or `regression` (numeric targets).",
+        "classification")
+    class_names: Optional[list[str]] = doc(
+        "Names of the classes, in label order, for reports; null uses the dataset's own names "
+        "or the label numbers.")
+
+
+@dataclass
+class PreprocessingConfig:
+    rescale: Optional[float] = doc(
+        "Multiply the inputs by this factor, e.g. `1/255` (a fraction is accepted); null for none.")
+    standardize: Optional[Literal["global", "feature"]] = doc(
+        "Subtract the mean and divide by the standard deviation, fitted on the training split "
+        "only: `global` (one mean and std) or `feature` (one per input value); null for none.")
+    reshape: Optional[list[int]] = doc(
+        "Reshape each sample to this shape (one entry may be -1), e.g. `[784]`; null keeps it.")
+    add_channel_axis: bool = doc(
+        "Append a channel axis of size 1, e.g. 28x28 images become 28x28x1 for `Conv2D`.", False)
+    labels: Literal["integer", "onehot"] = doc(
+        "Class labels as integers (for `sparse_categorical_crossentropy`) or one-hot vectors "
+        "(for `categorical_crossentropy`). Ignored for regression.", "integer")
+
+
+@dataclass
+class ModelConfig:
+    layers: list[Any] = doc(
+        "The layers, in order: each item is `LayerName: {argument: value, ...}` (or just "
+        "`LayerName`) for any public `keras.layers` class except `Lambda` and other layers that "
+        "carry code. `Bidirectional` and `TimeDistributed` take a nested layer as `layer:`. The "
+        "input shape comes from the data. Required.", factory=list)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: Optional[str] = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
+    patience: int = doc("Epochs without improvement before stopping.", 5, check=_non_negative)
+    min_delta: float = doc("Smallest change that counts as an improvement.", 0.0, check=_non_negative)
+    mode: Literal["auto", "min", "max"] = doc("Whether the metric should go down or up.", "auto")
+    restore_best_weights: bool = doc("Restore the best epoch's weights when stopping.", False)
+
+
+@dataclass
+class ReduceLROnPlateauConfig:
+    monitor: Optional[str] = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
+    factor: float = doc("Multiply the learning rate by this on a plateau.", 0.5, check=_fraction)
+    patience: int = doc("Epochs without improvement before reducing.", 2, check=_non_negative)
+    min_lr: float = doc("Lower bound of the learning rate.", 0.0, check=_non_negative)
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: Optional[str] = doc(
+        "Metric that decides `checkpoints/best.keras`; null: `val_loss` (or `loss` without "
+        "validation).")
+    mode: Literal["auto", "min", "max"] = doc(
+        "`min` or `max`; `auto` is `max` for accuracy-like metrics and AUC, else `min`.", "auto")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = doc("Number of passes over the training split.", 10, check=_positive)
+    batch_size: int = doc("Samples per gradient step.", 32, check=_positive)
+    optimizer: Union[str, dict] = doc(
+        "An optimizer name (`adam`, `sgd`, `rmsprop`, ... any `keras.optimizers` class) or a "
+        "mapping `{name: adam, learning_rate: 0.001, ...}` whose other keys are that class's "
+        "arguments.", factory=lambda: {"name": "adam", "learning_rate": 0.001})
+    loss: str = doc(
+        "A `keras.losses` name; `auto`: `sparse_categorical_crossentropy` for integer labels, "
+        "`categorical_crossentropy` for one-hot labels, `binary_crossentropy` for one sigmoid "
+        "output, `mean_squared_error` for regression.", "auto")
+    metrics: Optional[list[str]] = doc(
+        "`keras.metrics` names; null: `[accuracy]` for classification, `[mean_absolute_error]` "
+        "for regression.")
+    early_stopping: Optional[EarlyStoppingConfig] = doc(
+        "Stop when the monitored metric stops improving (`keras.callbacks.EarlyStopping`); "
+        "null for off.")
+    reduce_lr_on_plateau: Optional[ReduceLROnPlateauConfig] = doc(
+        "Lower the learning rate on a plateau (`keras.callbacks.ReduceLROnPlateau`); null for off.")
+    class_weight: Union[None, Literal["balanced"], dict] = doc(
+        "Weight of each class in the loss: `balanced` (inverse class frequency, from the "
+        "training split) or a mapping `{label: weight}`; null for equal weights.")
+    checkpoint: CheckpointConfig = doc(
+        "Which epoch is kept as `checkpoints/best.keras`.", factory=CheckpointConfig)
+    shuffle: bool = doc("Shuffle the training split every epoch (seeded).", True)
+    deterministic: bool = doc(
+        "Make training bit-for-bit repeatable on the same machine (TensorFlow op determinism; "
+        "slower).", False)
+    jit_compile: Union[Literal["auto"], bool] = doc(
+        "XLA compilation of the training step, as Keras' `jit_compile`.", "auto")
+    steps_per_execution: int = doc(
+        "Training steps run per call into the backend, as Keras' `steps_per_execution`.", 1,
+        check=_positive)
+
+
+@dataclass
+class Config:
+    name: Optional[str] = doc(
+        "Name of the experiment; names the run directory. null: the config file's name.",
+        check=_safe_name)
+    seed: int = doc("Seed for Python, numpy and Keras, and for the data splits.", 42)
+    dataset: DatasetConfig = doc("Where the data comes from.", factory=DatasetConfig)
+    preprocessing: PreprocessingConfig = doc(
+        "Transforms fitted on the training split and saved in the run directory.",
+        factory=PreprocessingConfig)
+    model: ModelConfig = doc("The network.", factory=ModelConfig)
+    training: TrainingConfig = doc("How to fit.", factory=TrainingConfig)
+
+
+REQUIRED = {("dataset",), ("dataset", "name"), ("model",), ("model", "layers")}

@@ -1,0 +1,86 @@
+"""Terminal output: rich progress in a terminal, one plain line per epoch otherwise.
+
+Human-facing output goes to stderr, so that stdout carries only the result a
+script wants (the run directory of `train`, the metrics table or JSON of
+`evaluate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class Reporter:
+    """Reports training as it goes.
+
+    Args:
+        quiet: print nothing.
+        force_plain: one line per epoch even in a terminal.
+    """
+
+    def __init__(self, quiet: bool = False, force_plain: bool = False):
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False)
+        self.rich = self.err.is_terminal and not force_plain and not quiet
+        self._progress: Optional[Progress] = None
+        self._epochs = self._batches = None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"Warning: {message}", markup=False, style="yellow")
+
+    def train_begin(self, epochs: int, steps: int, initial_epoch: int = 0) -> None:
+        if not self.rich:
+            return
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(),
+                                  TextColumn("{task.fields[metrics]}"), console=self.err)
+        self._progress.start()
+        self._epochs = self._progress.add_task("epochs", total=epochs, completed=initial_epoch,
+                                               metrics="")
+        self._batches = self._progress.add_task("batches", total=steps, metrics="")
+
+    def epoch_begin(self, epoch: int) -> None:
+        if self._progress:
+            self._progress.reset(self._batches, metrics="")
+
+    def batch_end(self, batch: int, logs: dict) -> None:
+        if self._progress:
+            self._progress.update(self._batches, completed=batch + 1, metrics=format_logs(logs))
+
+    def epoch_end(self, line: str) -> None:
+        if self._progress:
+            self._progress.advance(self._epochs)
+            self._progress.console.print(line, markup=False)
+        elif not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def train_end(self) -> None:
+        if self._progress:
+            self._progress.stop()
+            self._progress = None
+
+    def metrics_table(self, title: str, metrics: dict, stream: str = "stderr") -> None:
+        """A two-column table of metric names and values."""
+        if self.quiet and stream == "stderr":
+            return
+        table = Table(title=title, title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in metrics.items():
+            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        console = self.err if stream == "stderr" else Console(highlight=False)
+        console.print(table)
+
+
+def format_logs(logs: dict) -> str:
+    return " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, (int, float)))

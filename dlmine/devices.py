@@ -1,0 +1,123 @@
+"""Backends and devices: quiet logs, `--device`, and what was really used.
+
+The device must be chosen through environment variables before Keras imports
+its backend, so `select` runs first; `describe` asks the backend afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from contextlib import contextmanager
+
+from dlmine.errors import TrainingError
+
+
+def quiet_backend_logs() -> None:
+    """No TensorFlow/XLA start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+@contextmanager
+def _stderr_silenced():
+    """Send the C-level stderr to /dev/null: absl logs before its init ignore every switch."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_keras(debug: bool = False):
+    """Import Keras and its backend without the backend's start-up log lines."""
+    if "keras" in sys.modules or debug or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        import keras
+
+        return keras
+    with _stderr_silenced():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs on first use
+    return keras
+
+
+def select(device: str) -> None:
+    """Hide the GPUs for `--device cpu`; must run before the backend is imported."""
+    if device == "cpu":
+        if "keras" in sys.modules:
+            raise RuntimeError("select() must run before Keras is imported")
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def gpus() -> list[str]:
+    """Names of the GPUs the active backend sees."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()
+                if d.platform in ("gpu", "cuda", "rocm")]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def describe(requested: str) -> str:
+    """The device training really runs on, e.g. `cpu` or `gpu: /physical_device:GPU:0`.
+
+    Raises:
+        TrainingError: `--device gpu` and the backend sees no GPU.
+    """
+    import keras
+
+    found = [] if requested == "cpu" else gpus()
+    if requested == "gpu" and not found:
+        raise TrainingError(f"--device gpu, but the {keras.backend.backend()} backend sees no "
+                            "GPU on this machine; use --device cpu or --device auto")
+    return f"gpu: {', '.join(found)}" if found else f"cpu ({platform.processor() or platform.machine()})"
+
+
+def versions() -> dict:
+    """Versions that explain a run: dlmine, Keras, its backend, Python, numpy."""
+    import keras
+    import numpy
+
+    import dlmine
+
+    out = {"dlmine": dlmine.__version__, "keras": keras.__version__,
+           "backend": keras.backend.backend(), "python": platform.python_version(),
+           "numpy": numpy.__version__}
+    for module in ("tensorflow", "jax"):
+        if module in sys.modules:
+            out[module] = getattr(sys.modules[module], "__version__", "?")
+    return out
+
+
+def make_deterministic() -> None:
+    """Bit-for-bit repeatable kernels where the backend has a switch for it."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,114 @@
+"""Evaluation: metrics, per-class report and confusion matrix, from a run directory alone."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dlmine import data as datamod
+from dlmine.config import load_config
+from dlmine.config.schema import Config
+from dlmine.console import Reporter
+from dlmine.errors import DlmineError
+from dlmine.rundir import CHECKPOINTS, CONFIG, EVAL_JSON, RUN_JSON, RunDir
+
+CHECKPOINT_FILES = {"best": f"{CHECKPOINTS}/best.keras", "last": f"{CHECKPOINTS}/last.keras"}
+
+
+def load_checkpoint(run: RunDir, which: str):
+    """Load `best` or `last` with Keras `safe_mode=True`; only `.keras` files are read.
+
+    Raises:
+        DlmineError: the checkpoint is missing, damaged, or carries code (a `Lambda` layer,
+            custom objects), which safe mode refuses.
+    """
+    import keras
+
+    path = run / CHECKPOINT_FILES[which]
+    if not path.is_file():
+        raise DlmineError(f"{path} is missing: this run saved no {which} checkpoint "
+                          "(did it finish an epoch?)")
+    if not zipfile.is_zipfile(path):
+        raise DlmineError(f"{path} is damaged: not a .keras archive (truncated or overwritten)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower() or "lambda" in str(exc).lower():
+            raise DlmineError(f"{path} was refused: it carries code (such as a Lambda layer) that "
+                              "Keras safe mode does not load; dlmine never runs code from a "
+                              "model file") from None
+        raise DlmineError(f"{path} cannot be loaded: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        raise DlmineError(f"{path} is damaged and cannot be loaded: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def evaluate_model(model, x: np.ndarray, y: np.ndarray, cfg: Config, class_names: list,
+                   batch_size: int) -> dict:
+    """Metrics of `model` on (x, y), with per-class figures for classifiers.
+
+    Returns:
+        `{"metrics": {...}, "per_class": {...}, "confusion_matrix": [[...]]}` for
+        classification; `{"metrics": {...}}` (with r2) for regression.
+    """
+    metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    predicted = model.predict(x, batch_size=batch_size, verbose=0)
+    if cfg.dataset.task == "regression":
+        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+        truth, guess = y.reshape(len(y), -1), predicted.reshape(len(predicted), -1)
+        metrics.update(r2=float(r2_score(truth, guess)), mse=float(mean_squared_error(truth, guess)),
+                       mae=float(mean_absolute_error(truth, guess)))
+        return {"metrics": metrics, "samples": int(len(x))}
+    return {"metrics": metrics, **classification_report(y, predicted, class_names)}
+
+
+def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: list) -> dict:
+    """Per-class precision, recall, F1 and support, and the confusion matrix (sklearn)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    truth = y.argmax(axis=-1) if y.ndim > 1 else y.astype(int)
+    if predicted.shape[-1] == 1:
+        guess = (predicted[:, 0] > 0.5).astype(int)
+    else:
+        guess = predicted.argmax(axis=-1)
+    labels = list(range(max(len(class_names), int(truth.max()) + 1, int(guess.max()) + 1, 2 if predicted.shape[-1] == 1 else 0)))
+    names = [class_names[i] if i < len(class_names) else str(i) for i in labels]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, guess, labels=labels, zero_division=0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                        "support": int(s)}
+                 for name, p, r, f, s in zip(names, precision, recall, f1, support)}
+    matrix = confusion_matrix(truth, guess, labels=labels)
+    return {"per_class": per_class, "confusion_matrix": matrix.tolist(), "labels": names,
+            "samples": int(len(truth)), "macro_f1": float(np.mean(f1))}
+
+
+def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) -> dict:
+    """Evaluate a finished run from its directory alone and write `eval.json`.
+
+    The data are rebuilt from the run's resolved `config.yaml` with the same seed,
+    and transformed by the saved preprocessing state, never refitted.
+    """
+    run = RunDir.open(path)
+    cfg = load_config(run / CONFIG).config
+    prep = datamod.Preprocessor.load(run.path)
+    info = run.read_json(RUN_JSON) if (run / RUN_JSON).exists() else {}
+    if info.get("status") not in (None, "completed"):
+        reporter.warn(f"this run is '{info.get('status')}', not completed; evaluating the "
+                      f"{checkpoint} checkpoint it saved")
+    splits = datamod.load(cfg.dataset, cfg.seed)
+    if info.get("data_fingerprint") and info["data_fingerprint"] != splits.fingerprint:
+        reporter.warn("the data differ from those this run was trained on (the fingerprint in "
+                      "run.json does not match); the metrics are of the data as they are now")
+    model = load_checkpoint(run, checkpoint)
+    x, y = splits.split(split)
+    x, y = prep.transform(x, y)
+    class_names = info.get("class_names") or splits.info.class_names
+    report = {"split": split, "checkpoint": checkpoint,
+              **evaluate_model(model, x, y, cfg, class_names, cfg.training.batch_size)}
+    run.write_json(EVAL_JSON, report)
+    return report

@@ -1,0 +1,253 @@
+"""Layer registry (Keras layers by name, nothing that carries code) -> a Sequential model.
+
+`check_spec` checks names and arguments of layers, optimizer, loss and metrics;
+`build_model` then builds the layers one by one on the input shape the data will
+give, so that the first layer whose shape does not fit is named before any data
+loads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from dlmine.config.checks import loss_name
+from dlmine.config.loading import Sources, suggest
+from dlmine.config.schema import Config
+from dlmine.errors import ConfigError, Problem
+
+# Layers that run code from outside Keras, or that cannot stand in a one-input stack.
+CARRY_CODE = {"Lambda", "Layer", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"}
+NOT_SEQUENTIAL = {"InputLayer", "Wrapper", "RNN", "StackedRNNCells", "GRUCell", "LSTMCell",
+                  "SimpleRNNCell", "Pipeline", "Add", "Average", "Concatenate", "Dot", "Maximum",
+                  "Minimum", "Multiply", "Subtract", "Attention", "AdditiveAttention",
+                  "MultiHeadAttention", "GroupQueryAttention", "MaxNumBoundingBoxes",
+                  "SpectralNormalization"}
+WRAPPERS = {"Bidirectional", "TimeDistributed"}
+BASE_ARGUMENTS = {"name", "dtype", "trainable"}
+FORBIDDEN_KEYS = {"module", "registered_name", "fn", "function"}
+
+
+def layer_registry() -> dict[str, type]:
+    """Every public `keras.layers` class that a config may name."""
+    import keras
+
+    registry = {}
+    for name in dir(keras.layers):
+        cls = getattr(keras.layers, name)
+        if (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)
+                and name not in CARRY_CODE | NOT_SEQUENTIAL and not name.startswith("_")):
+            registry[name] = cls
+    return registry
+
+
+def optimizer_registry() -> dict[str, type]:
+    import keras
+
+    return {name.lower(): getattr(keras.optimizers, name) for name in dir(keras.optimizers)
+            if inspect.isclass(getattr(keras.optimizers, name))
+            and issubclass(getattr(keras.optimizers, name), keras.optimizers.Optimizer)
+            and name not in {"Optimizer", "LossScaleOptimizer", "MultiOptimizer"}}
+
+
+def allowed_arguments(cls: type) -> set[str]:
+    params = inspect.signature(cls.__init__).parameters
+    names = {p for p, v in params.items() if p != "self" and v.kind not in
+             (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    return names | BASE_ARGUMENTS
+
+
+def check_spec(cfg: Config, src: Sources) -> list[Problem]:
+    """Problems with layer names and arguments, the optimizer, the loss and the metrics."""
+    problems: list[Problem] = []
+    registry = layer_registry()
+    for index, item in enumerate(cfg.model.layers):
+        _make_layer(item, ("model", "layers", index), registry, src, problems)
+    problems.extend(_check_optimizer(cfg, src))
+    problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src))
+    for i, metric in enumerate(cfg.training.metrics or []):
+        problems.extend(_check_named(metric, "metric", ("training", "metrics", i), src))
+    return problems
+
+
+def parse_layer(item: Any, path: tuple, src: Sources, problems: list):
+    """`{Conv2D: {filters: 32}}` or `Flatten` -> ("Conv2D", {"filters": 32}), or None."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        name, args = next(iter(item.items()))
+        if args is None:
+            args = {}
+        if isinstance(name, str) and isinstance(args, dict):
+            return name, dict(args)
+        problems.append(src.problem(path + (name,), "expected the layer's arguments as a "
+                                    f"mapping such as {{units: 10}}, received {args!r}"))
+        return None
+    problems.append(src.problem(path, "expected one layer as `LayerName: {argument: value}` "
+                                f"or `LayerName`, received {item!r}"))
+    return None
+
+
+def _make_layer(item, path, registry, src, problems):
+    parsed = parse_layer(item, path, src, problems)
+    if parsed is None:
+        return None
+    name, args = parsed
+    here = path + (name,)
+    if name not in registry:
+        if name in CARRY_CODE:
+            why = (f"'{name}' is not allowed: it runs code named in the config, which dlmine "
+                   "never does; use built-in layers")
+        elif name in NOT_SEQUENTIAL:
+            why = f"'{name}' cannot be used in dlmine's one-input stack of layers"
+        else:
+            why = f"unknown layer '{name}'{suggest(name, registry)}"
+        problems.append(src.problem(here, why))
+        return None
+    cls = registry[name]
+    allowed = allowed_arguments(cls)
+    bad = False
+    for arg, value in args.items():
+        if arg not in allowed:
+            problems.append(src.problem(here + (arg,), f"{name} has no argument '{arg}'"
+                                        f"{suggest(arg, allowed)} Valid: {', '.join(sorted(allowed))}"))
+            bad = True
+        elif _carries_code(value):
+            problems.append(src.problem(here + (arg,), "a mapping with 'module', "
+                                        "'registered_name' or 'fn' names code to import; dlmine "
+                                        "only builds Keras' own objects by name"))
+            bad = True
+    if name in WRAPPERS and "layer" in args and not bad:
+        inner = _make_layer(args["layer"], here + ("layer",), registry, src, problems)
+        if inner is None:
+            return None
+        args["layer"] = inner
+    if bad:
+        return None
+    try:
+        return cls(**args)
+    except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for bad values
+        problems.append(src.problem(here, f"{name}({_show(args)}) was refused by Keras: "
+                                    f"{_first_line(exc)}"))
+        return None
+
+
+def _carries_code(value) -> bool:
+    if isinstance(value, dict):
+        return bool(FORBIDDEN_KEYS & set(value)) or any(_carries_code(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_carries_code(v) for v in value)
+    return False
+
+
+def _check_optimizer(cfg: Config, src: Sources) -> list[Problem]:
+    opt = dict(cfg.training.optimizer)
+    name = str(opt.pop("name", ""))
+    registry = optimizer_registry()
+    path = ("training", "optimizer")
+    if name.lower() not in registry:
+        return [src.problem(path + ("name",) if ("training", "optimizer", "name") in src.lines
+                            else path, f"unknown optimizer '{name}'{suggest(name.lower(), registry)}"
+                            f" Valid: {', '.join(sorted(registry))}")]
+    cls = registry[name.lower()]
+    allowed = allowed_arguments(cls) - {"name"}
+    problems = [src.problem(path + (arg,), f"{cls.__name__} has no argument '{arg}'"
+                            f"{suggest(arg, allowed)}") for arg in opt if arg not in allowed]
+    problems += [src.problem(path + (arg,), "refused: names code to import")
+                 for arg, value in opt.items() if _carries_code(value)]
+    if not problems:
+        try:
+            cls(**opt)
+        except Exception as exc:
+            problems.append(src.problem(path, f"{cls.__name__}({_show(opt)}) was refused by "
+                                        f"Keras: {_first_line(exc)}"))
+    return problems
+
+
+def _check_named(name: str, kind: str, path: tuple, src: Sources) -> list[Problem]:
+    import keras
+
+    module = keras.losses if kind == "loss" else keras.metrics
+    candidates = [n for n in dir(module) if not n.startswith("_") and n[0].islower()
+                  and n not in {"get", "serialize", "deserialize"}]
+    if kind == "metric":
+        candidates += ["accuracy", "acc", "mse", "mae"]
+    if name in candidates or loss_name(name) in candidates:
+        return []
+    return [src.problem(path, f"unknown {kind} '{name}'{suggest(name, candidates)}")]
+
+
+def _show(args: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# --- building -----------------------------------------------------------------------------------
+
+def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None):
+    """Build the Sequential model on `input_shape`, checking each layer's shape in turn.
+
+    Raises:
+        ConfigError: naming the first layer whose input shape does not fit, or an output
+            that does not fit the classes or the loss.
+    """
+    import keras
+
+    registry = layer_registry()
+    problems: list[Problem] = []
+    keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
+    keras.utils.set_random_seed(cfg.seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = inputs
+    for index, item in enumerate(cfg.model.layers):
+        path = ("model", "layers", index)
+        layer = _make_layer(item, path, registry, src, problems)
+        if layer is None:
+            raise ConfigError(problems)
+        try:
+            x = layer(x)
+        except Exception as exc:
+            name = parse_layer(item, path, src, [])[0]
+            raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
+                                           f"shape {_shape(x.shape)}: {_first_line(exc)}")]) from None
+    check_output(cfg, src, x.shape, num_classes)
+    model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
+    return model
+
+
+def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | None) -> None:
+    """The last layer must give one value per class (or one value for a sigmoid / regression)."""
+    last = len(cfg.model.layers) - 1
+    name = parse_layer(cfg.model.layers[last], ("model", "layers", last), src, [])[0]
+    path = ("model", "layers", last, name)
+    units = shape[-1]
+    loss = loss_name(cfg.training.loss)
+    if cfg.dataset.task == "classification" and num_classes:
+        expected = 1 if loss in {"binary_crossentropy", "binary_focal_crossentropy"} else num_classes
+        if units != expected or len(shape) != 2:
+            wants = "one output per class" if expected == num_classes else "one sigmoid output"
+            raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
+                                           f"but the data has {num_classes} classes and the loss "
+                                           f"{cfg.training.loss} needs {wants}: expected "
+                                           f"(None, {expected}); set units: {expected}")])
+    if cfg.dataset.task == "regression" and len(shape) != 2:
+        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}; a "
+                                       "regression needs (None, targets): add Flatten before the "
+                                       "last Dense")])
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def compile_model(model, cfg: Config) -> None:
+    """Compile with the configured optimizer, loss and metrics."""
+    opt = dict(cfg.training.optimizer)
+    optimizer = optimizer_registry()[opt.pop("name").lower()](**opt)
+    model.compile(optimizer=optimizer, loss=cfg.training.loss, metrics=list(cfg.training.metrics),
+                  jit_compile=cfg.training.jit_compile,
+                  steps_per_execution=cfg.training.steps_per_execution)

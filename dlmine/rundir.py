@@ -1,0 +1,227 @@
+"""The run directory: its layout, atomic writes, the `run.json` lifecycle and its lock.
+
+Every file is written to a temporary name in the same folder, flushed, fsynced
+and renamed over the old one, so a reader (or a `kill -9`) never sees half a
+file. A run directory is created once and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from dlmine.errors import DlmineError, UsageError
+
+CONFIG = "config.yaml"
+RUN_JSON = "run.json"
+HISTORY = "history.csv"
+EVAL_JSON = "eval.json"
+MODEL = "model.keras"
+LOG = "train.log"
+LOCK = ".lock"
+CHECKPOINTS = "checkpoints"
+STATUSES = ("running", "completed", "failed", "interrupted")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would hide runs from others
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` so that `path` holds either the old or the new bytes, never half."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        _remove_quietly(locals().get("tmp"))
+        raise DlmineError(f"cannot write {path}: {exc.strerror or exc}; the previous version "
+                          "of the file, if any, is intact") from None
+
+
+def atomic_save_model(model, path: Path) -> None:
+    """`model.save` to a temporary `.keras` file, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise DlmineError(f"cannot write {path}: {exc.strerror or exc}; the previous version "
+                          "of the file, if any, is intact") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+class RunDir:
+    """One run's folder. `create` makes a new one; `open` reads an existing one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def create(cls, path: Path | None, runs_root: Path, name: str) -> "RunDir":
+        """Create a fresh run directory; never reuse or overwrite one.
+
+        Args:
+            path: `--run-dir`, or None for `runs_root/<name>-<YYYYmmdd-HHMMSS>`.
+            runs_root: where default run directories go.
+            name: the config's name (already checked to be a plain name).
+
+        Raises:
+            UsageError: `path` already exists.
+        """
+        if path is not None:
+            path = Path(path)
+            if path.exists() or path.is_symlink():
+                raise UsageError(f"run directory {path} already exists; dlmine never "
+                                 "overwrites a run. Choose another --run-dir, or resume it "
+                                 "with --resume")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()
+            except FileExistsError:
+                raise UsageError(f"run directory {path} already exists") from None
+        else:
+            path = cls._fresh_default(Path(runs_root), name)
+        (path / CHECKPOINTS).mkdir()
+        return cls(path)
+
+    @staticmethod
+    def _fresh_default(root: Path, name: str) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for attempt in range(1000):
+            candidate = root / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+        raise DlmineError(f"cannot find a free run directory name under {root}")
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        """An existing run directory, checked to be one.
+
+        Raises:
+            UsageError: the folder is missing or holds no `config.yaml`.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"run directory not found: {path}")
+        if not (path / CONFIG).is_file():
+            raise UsageError(f"{path} is not a dlmine run directory: it has no {CONFIG}")
+        return cls(path)
+
+    def write(self, name: str, data: bytes | str) -> None:
+        atomic_write(self.path / name, data)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write(name, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+    def read_json(self, name: str) -> dict:
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise DlmineError(f"{self.path / name} is missing") from None
+        except (ValueError, OSError) as exc:
+            raise DlmineError(f"{self.path / name} is damaged: {exc}") from None
+
+    def update_run(self, **fields: Any) -> dict:
+        """Merge `fields` into `run.json` and write it atomically."""
+        current = self.read_json(RUN_JSON) if (self.path / RUN_JSON).exists() else {}
+        current.update(fields)
+        self.write_json(RUN_JSON, current)
+        return current
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold `.lock` while training; a lock whose process is dead is taken over."""
+        lock = self.path / LOCK
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner and _alive(owner):
+                    raise UsageError(f"{self.path} is in use by another dlmine process "
+                                     f"(pid {owner}); wait for it, or stop it") from None
+                _remove_quietly(lock)
+        else:
+            raise UsageError(f"cannot take the lock {lock}")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            yield
+        finally:
+            _remove_quietly(lock)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
