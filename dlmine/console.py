@@ -73,12 +73,13 @@ class Reporter:
         """A two-column table of metric names and values."""
         if self.quiet and stream == "stderr":
             return
-        table = Table(title=title, title_justify="left")
+        table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in metrics.items():
             table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
         console = self.err if stream == "stderr" else Console(highlight=False)
+        console.print(title, markup=False)
         console.print(table)
 
 

@@ -42,10 +42,13 @@ def import_keras(debug: bool = False):
         import keras
 
         return keras
+    import importlib.util
+
     with _stderr_silenced():
         import keras
 
-        if keras.backend.backend() == "tensorflow":
+        # Keras imports TensorFlow for its data adapters on every backend, later, loudly.
+        if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs on first use

@@ -11,7 +11,7 @@ import yaml
 from dlmine.config.checks import RULES, resolve
 from dlmine.config.loading import Sources, apply_overrides, build, parse_yaml, source_name
 from dlmine.config.schema import REQUIRED, Config
-from dlmine.errors import ConfigError, DlmineError, Problem
+from dlmine.errors import ConfigError, Problem, UsageError
 
 __all__ = ["Config", "LoadedConfig", "load_config", "to_yaml"]
 
@@ -47,9 +47,9 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DlmineError(f"config file not found: {name}") from None
+        raise UsageError(f"config file not found: {name}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DlmineError(f"cannot read config file {name}: {exc}") from None
+        raise UsageError(f"cannot read config file {name}: {exc}") from None
     data, sources = parse_yaml(text, name)
     if not isinstance(data, dict):
         raise ConfigError([Problem(f"{name}:1", "", "expected a mapping with the sections "
@@ -67,10 +67,18 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
 
         problems.extend(check_spec(config, sources))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=_reading_order))
     if config.dataset.path:
         config.dataset.path = str((path.parent / config.dataset.path).resolve())
     return LoadedConfig(config, sources, path)
+
+
+def _reading_order(problem: Problem) -> tuple:
+    """`--set` problems first, then the file's problems by line."""
+    if problem.source.startswith("--set"):
+        return (0, 0)
+    line = problem.source.rpartition(":")[2]
+    return (1, int(line) if line.isdigit() else 0)
 
 
 def to_yaml(config: Config) -> str:

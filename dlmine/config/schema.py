@@ -56,7 +56,7 @@ class DatasetConfig:
     name: Literal[DATASET_NAMES] = doc(
         "Which data: `mnist`, `fashion_mnist`, `cifar10`, `cifar100` (Keras' loaders, found first "
         "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), or "
-        "`npz` (a local file named by `path`). Required.", "digits")
+        "`npz` (a local file named by `path`).", "digits")
     path: Optional[str] = doc(
         "With `name: npz`: the `.npz` file holding `x_train`, `y_train` and optionally `x_test`, "
         "`y_test` and `class_names`; relative to the config file's folder.")
@@ -99,7 +99,7 @@ class ModelConfig:
         "The layers, in order: each item is `LayerName: {argument: value, ...}` (or just "
         "`LayerName`) for any public `keras.layers` class except `Lambda` and other layers that "
         "carry code. `Bidirectional` and `TimeDistributed` take a nested layer as `layer:`. The "
-        "input shape comes from the data. Required.", factory=list)
+        "input shape comes from the data.", factory=list)
 
 
 @dataclass
@@ -145,9 +145,10 @@ class TrainingConfig:
         "for regression.")
     early_stopping: Optional[EarlyStoppingConfig] = doc(
         "Stop when the monitored metric stops improving (`keras.callbacks.EarlyStopping`); "
-        "null for off.")
+        "`{}` for the defaults below, null for off.")
     reduce_lr_on_plateau: Optional[ReduceLROnPlateauConfig] = doc(
-        "Lower the learning rate on a plateau (`keras.callbacks.ReduceLROnPlateau`); null for off.")
+        "Lower the learning rate on a plateau (`keras.callbacks.ReduceLROnPlateau`); `{}` for "
+        "the defaults below, null for off.")
     class_weight: Union[None, Literal["balanced"], dict] = doc(
         "Weight of each class in the loss: `balanced` (inverse class frequency, from the "
         "training split) or a mapping `{label: weight}`; null for equal weights.")

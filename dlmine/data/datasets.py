@@ -162,10 +162,14 @@ def _load_keras_dataset(name: str) -> dict:
     local = _data_dir_file(name)
     if local is not None:
         return _read_npz(local)
+    import contextlib
+    import sys
+
     import keras
 
-    try:
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    try:  # Keras prints its download progress on stdout, which belongs to the result
+        with contextlib.redirect_stdout(sys.stderr):
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as exc:  # Keras wraps every network failure differently
         raise DataError(_download_failed(name, exc)) from exc
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

@@ -1,0 +1,38 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DLMINE_DATA_DIR ?= $(abspath ../shared/data)
+export DLMINE_DATA_DIR
+
+.PHONY: demo test lint docs clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+# Train and evaluate the digits CNN (scikit-learn's bundled data: no network needed).
+demo: $(VENV)/.installed
+	run=$$($(BIN)/dlmine train configs/digits_cnn.yaml) && $(BIN)/dlmine evaluate "$$run"
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check dlmine tests
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check dlmine tests
+
+# Regenerate the config reference in README.md from the schema.
+docs: $(VENV)/.installed
+	$(BIN)/python -m dlmine.config.reference --write README.md
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
