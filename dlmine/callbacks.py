@@ -14,7 +14,6 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import keras
 import numpy as np
@@ -39,7 +38,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run, self.reporter, self.log = run, reporter, log
         self.epochs, self.steps = epochs, steps
         self.rows: list[dict] = []
-        self.diverged: Optional[str] = None
+        self.diverged: str | None = None
         self.stop_requested = False
         self._started = 0.0
 
@@ -90,7 +89,7 @@ class RunRecorder(keras.callbacks.Callback):
         # Keras still calls on_epoch_end after stop_training mid-epoch; such an epoch is not kept.
         return self._last_batch is not None and self._last_batch + 1 < self.steps
 
-    _last_batch: Optional[int] = None
+    _last_batch: int | None = None
 
     def on_train_batch_begin(self, batch, logs=None):
         self._last_batch = batch
@@ -121,8 +120,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.recorder = recorder
         self.monitor = monitor
         self.mode = mode if mode != "auto" else monitor_mode(monitor)
-        self.best: Optional[float] = None
-        self.best_epoch: Optional[int] = None
+        self.best: float | None = None
+        self.best_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:

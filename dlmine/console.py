@@ -8,7 +8,6 @@ script wants (the run directory of `train`, the metrics table or JSON of
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,7 +26,7 @@ class Reporter:
         self.quiet = quiet
         self.err = Console(stderr=True, highlight=False)
         self.rich = self.err.is_terminal and not force_plain and not quiet
-        self._progress: Optional[Progress] = None
+        self._progress: Progress | None = None
         self._epochs = self._batches = None
 
     def info(self, message: str) -> None:

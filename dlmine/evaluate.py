@@ -75,13 +75,14 @@ def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: lis
         guess = (predicted[:, 0] > 0.5).astype(int)
     else:
         guess = predicted.argmax(axis=-1)
-    labels = list(range(max(len(class_names), int(truth.max()) + 1, int(guess.max()) + 1, 2 if predicted.shape[-1] == 1 else 0)))
+    binary = 2 if predicted.shape[-1] == 1 else 0
+    labels = list(range(max(len(class_names), int(truth.max()) + 1, int(guess.max()) + 1, binary)))
     names = [class_names[i] if i < len(class_names) else str(i) for i in labels]
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, guess, labels=labels, zero_division=0)
     per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
                         "support": int(s)}
-                 for name, p, r, f, s in zip(names, precision, recall, f1, support)}
+                 for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)}
     matrix = confusion_matrix(truth, guess, labels=labels)
     return {"per_class": per_class, "confusion_matrix": matrix.tolist(), "labels": names,
             "samples": int(len(truth)), "macro_f1": float(np.mean(f1))}

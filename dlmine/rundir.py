@@ -11,10 +11,11 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from dlmine.errors import DlmineError, UsageError
 
@@ -55,10 +56,13 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 def atomic_save_model(model, path: Path) -> None:
     """`model.save` to a temporary `.keras` file, fsync, then rename over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+        finally:
+            os.close(fd)
         model.save(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -90,7 +94,7 @@ def _remove_quietly(path) -> None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
 class RunDir:
@@ -103,7 +107,7 @@ class RunDir:
         return self.path / name
 
     @classmethod
-    def create(cls, path: Path | None, runs_root: Path, name: str) -> "RunDir":
+    def create(cls, path: Path | None, runs_root: Path, name: str) -> RunDir:
         """Create a fresh run directory; never reuse or overwrite one.
 
         Args:
@@ -118,8 +122,7 @@ class RunDir:
             path = Path(path)
             if path.exists() or path.is_symlink():
                 raise UsageError(f"run directory {path} already exists; dlmine never "
-                                 "overwrites a run. Choose another --run-dir, or resume it "
-                                 "with --resume")
+                                 "overwrites a run. Choose another --run-dir")
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 path.mkdir()
@@ -144,7 +147,7 @@ class RunDir:
         raise DlmineError(f"cannot find a free run directory name under {root}")
 
     @classmethod
-    def open(cls, path: Path) -> "RunDir":
+    def open(cls, path: Path) -> RunDir:
         """An existing run directory, checked to be one.
 
         Raises:
@@ -182,20 +185,23 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold `.lock` while training; a lock whose process is dead is taken over."""
         lock = self.path / LOCK
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                owner = _lock_owner(lock)
-                if owner and _alive(owner):
-                    raise UsageError(f"{self.path} is in use by another dlmine process "
-                                     f"(pid {owner}); wait for it, or stop it") from None
-                _remove_quietly(lock)
-        else:
-            raise UsageError(f"cannot take the lock {lock}")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
+        mine = self.path / f".lock.{os.getpid()}"
+        mine.write_text(str(os.getpid()))  # the pid is in the file before the file is the lock
+        try:
+            for _ in range(2):
+                try:
+                    os.link(mine, lock)
+                    break
+                except FileExistsError:
+                    owner = _lock_owner(lock)
+                    if owner and _alive(owner):
+                        raise UsageError(f"{self.path} is in use by another dlmine process "
+                                         f"(pid {owner}); wait for it, or stop it") from None
+                    _remove_quietly(lock)
+            else:
+                raise UsageError(f"cannot take the lock {lock}")
+        finally:
+            _remove_quietly(mine)
         try:
             yield
         finally:

@@ -14,7 +14,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -61,7 +60,7 @@ def build_checked_model(loaded: LoadedConfig) -> Prepared:
     return Prepared(loaded, model, info, prep)
 
 
-def train(loaded: LoadedConfig, *, run_dir: Optional[Path], runs_root: Path, device: str,
+def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
           reporter: Reporter, argv: list[str]) -> RunDir:
     """Train a config into a new run directory and evaluate it on the test split.
 
@@ -156,7 +155,7 @@ def _train_in(run, model, cfg, prep, splits, x_train, y_train, validation, repor
 @dataclass
 class _Outcome:
     recorder: object
-    best: Optional[dict]
+    best: dict | None
     interrupted: bool
 
 
@@ -195,7 +194,7 @@ def _keras_callbacks(cfg) -> list:
     return out
 
 
-def class_weights(cfg, y_train: np.ndarray) -> Optional[dict]:
+def class_weights(cfg, y_train: np.ndarray) -> dict | None:
     """The `class_weight` of `fit`: null, `balanced` from the training labels, or as given."""
     weights = cfg.training.class_weight
     if weights is None:
@@ -205,7 +204,7 @@ def class_weights(cfg, y_train: np.ndarray) -> Optional[dict]:
 
         classes = np.unique(y_train)
         values = compute_class_weight("balanced", classes=classes, y=y_train)
-        return {int(c): float(w) for c, w in zip(classes, values)}
+        return {int(c): float(w) for c, w in zip(classes, values, strict=True)}
     return {int(label): float(weights.get(label, 1.0)) for label in np.unique(y_train)}
 
 

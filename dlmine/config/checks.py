@@ -7,7 +7,6 @@ well-typed `Config` and report what does not fit together.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
 
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
@@ -165,7 +164,7 @@ def _auto_loss(cfg: Config) -> str:
 
 
 def _last_layer_is_single_sigmoid(layers: list) -> bool:
-    last: Optional[dict] = layers[-1] if layers and isinstance(layers[-1], dict) else None
+    last: dict | None = layers[-1] if layers and isinstance(layers[-1], dict) else None
     if not last or len(last) != 1:
         return False
     args = next(iter(last.values()))

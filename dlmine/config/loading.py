@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -18,6 +19,7 @@ import yaml
 
 from dlmine.errors import ConfigError, Problem
 
+UNION_TYPES = (Union, types.UnionType)
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # after expanding aliases: a real config has a few hundred
 MAX_DEPTH = 64
@@ -84,7 +86,7 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, Sources]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
-        raise ConfigError([Problem(f"{filename}:1", "", f"the YAML nests deeper than Python "
+        raise ConfigError([Problem(f"{filename}:1", "", "the YAML nests deeper than Python "
                                    "can parse; a dlmine config nests a few levels")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(exc, filename)]) from None
@@ -270,7 +272,7 @@ def _coerce(tp, value, path, sources, problems, required):
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path, sources, problems, required)
-    if origin is Union:
+    if origin in UNION_TYPES:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
@@ -320,14 +322,16 @@ def _matches(tp, origin, args, value) -> bool:
 def describe(tp) -> str:
     """A type as a user reads it: `an integer`, `one of: a, b`, `a list of strings or null`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:
+    if origin in UNION_TYPES:
         parts = [describe(a) for a in args if a is not type(None)]
         text = " or ".join(parts)
         return text + " or null" if type(None) in args else text
     if origin is Literal:
         return "one of: " + ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in args)
     if origin is list:
-        return "a list" + (f" of {describe(args[0]).split(' ', 1)[1]}s" if args and args[0] is not Any else "")
+        if not args or args[0] is Any:
+            return "a list"
+        return f"a list of {describe(args[0]).split(' ', 1)[1]}s"
     if dataclasses.is_dataclass(tp):
         return f"a mapping of {_keys_of(tp)}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",

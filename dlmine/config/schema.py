@@ -11,32 +11,32 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-def _positive(value: Any) -> Optional[str]:
+def _positive(value: Any) -> str | None:
     return None if value >= 1 else "expected an integer >= 1"
 
 
-def _fraction(value: Any) -> Optional[str]:
+def _fraction(value: Any) -> str | None:
     return None if 0 < value < 1 else "expected a fraction in (0, 1)"
 
 
-def _fraction_or_null(value: Any) -> Optional[str]:
+def _fraction_or_null(value: Any) -> str | None:
     if value is None or 0 < value < 1:
         return None
     return "expected a fraction in (0, 1), or null for no validation split"
 
 
-def _non_negative(value: Any) -> Optional[str]:
+def _non_negative(value: Any) -> str | None:
     return None if value >= 0 else "expected a number >= 0"
 
 
-def _safe_name(value: Any) -> Optional[str]:
+def _safe_name(value: Any) -> str | None:
     if value is None or NAME_PATTERN.match(value):
         return None
     return ("expected a plain name of letters, digits, '.', '_' and '-' (no '/', no leading "
@@ -57,13 +57,13 @@ class DatasetConfig:
         "Which data: `mnist`, `fashion_mnist`, `cifar10`, `cifar100` (Keras' loaders, found first "
         "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), or "
         "`npz` (a local file named by `path`).", "digits")
-    path: Optional[str] = doc(
+    path: str | None = doc(
         "With `name: npz`: the `.npz` file holding `x_train`, `y_train` and optionally `x_test`, "
         "`y_test` and `class_names`; relative to the config file's folder.")
-    limit: Optional[int] = doc(
+    limit: int | None = doc(
         "Use only the first N training samples (before the validation split); null for all.",
         check=lambda v: None if v is None else _positive(v))
-    validation_split: Optional[float] = doc(
+    validation_split: float | None = doc(
         "Fraction of the training samples held out for validation (stratified for "
         "classification, seeded by `seed`); null for none.", 0.1, check=_fraction_or_null)
     test_split: float = doc(
@@ -72,19 +72,19 @@ class DatasetConfig:
     task: Literal["classification", "regression"] = doc(
         "`classification` (integer class labels) or `regression` (numeric targets).",
         "classification")
-    class_names: Optional[list[str]] = doc(
+    class_names: list[str] | None = doc(
         "Names of the classes, in label order, for reports; null uses the dataset's own names "
         "or the label numbers.")
 
 
 @dataclass
 class PreprocessingConfig:
-    rescale: Optional[float] = doc(
+    rescale: float | None = doc(
         "Multiply the inputs by this factor, e.g. `1/255` (a fraction is accepted); null for none.")
-    standardize: Optional[Literal["global", "feature"]] = doc(
+    standardize: Literal["global", "feature"] | None = doc(
         "Subtract the mean and divide by the standard deviation, fitted on the training split "
         "only: `global` (one mean and std) or `feature` (one per input value); null for none.")
-    reshape: Optional[list[int]] = doc(
+    reshape: list[int] | None = doc(
         "Reshape each sample to this shape (one entry may be -1), e.g. `[784]`; null keeps it.")
     add_channel_axis: bool = doc(
         "Append a channel axis of size 1, e.g. 28x28 images become 28x28x1 for `Conv2D`.", False)
@@ -104,7 +104,7 @@ class ModelConfig:
 
 @dataclass
 class EarlyStoppingConfig:
-    monitor: Optional[str] = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
+    monitor: str | None = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
     patience: int = doc("Epochs without improvement before stopping.", 5, check=_non_negative)
     min_delta: float = doc("Smallest change that counts as an improvement.", 0.0, check=_non_negative)
     mode: Literal["auto", "min", "max"] = doc("Whether the metric should go down or up.", "auto")
@@ -113,7 +113,7 @@ class EarlyStoppingConfig:
 
 @dataclass
 class ReduceLROnPlateauConfig:
-    monitor: Optional[str] = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
+    monitor: str | None = doc("Metric to watch; null: `val_loss` (or `loss` without validation).")
     factor: float = doc("Multiply the learning rate by this on a plateau.", 0.5, check=_fraction)
     patience: int = doc("Epochs without improvement before reducing.", 2, check=_non_negative)
     min_lr: float = doc("Lower bound of the learning rate.", 0.0, check=_non_negative)
@@ -121,7 +121,7 @@ class ReduceLROnPlateauConfig:
 
 @dataclass
 class CheckpointConfig:
-    monitor: Optional[str] = doc(
+    monitor: str | None = doc(
         "Metric that decides `checkpoints/best.keras`; null: `val_loss` (or `loss` without "
         "validation).")
     mode: Literal["auto", "min", "max"] = doc(
@@ -132,7 +132,7 @@ class CheckpointConfig:
 class TrainingConfig:
     epochs: int = doc("Number of passes over the training split.", 10, check=_positive)
     batch_size: int = doc("Samples per gradient step.", 32, check=_positive)
-    optimizer: Union[str, dict] = doc(
+    optimizer: str | dict = doc(
         "An optimizer name (`adam`, `sgd`, `rmsprop`, ... any `keras.optimizers` class) or a "
         "mapping `{name: adam, learning_rate: 0.001, ...}` whose other keys are that class's "
         "arguments.", factory=lambda: {"name": "adam", "learning_rate": 0.001})
@@ -140,16 +140,16 @@ class TrainingConfig:
         "A `keras.losses` name; `auto`: `sparse_categorical_crossentropy` for integer labels, "
         "`categorical_crossentropy` for one-hot labels, `binary_crossentropy` for one sigmoid "
         "output, `mean_squared_error` for regression.", "auto")
-    metrics: Optional[list[str]] = doc(
+    metrics: list[str] | None = doc(
         "`keras.metrics` names; null: `[accuracy]` for classification, `[mean_absolute_error]` "
         "for regression.")
-    early_stopping: Optional[EarlyStoppingConfig] = doc(
+    early_stopping: EarlyStoppingConfig | None = doc(
         "Stop when the monitored metric stops improving (`keras.callbacks.EarlyStopping`); "
         "`{}` for the defaults below, null for off.")
-    reduce_lr_on_plateau: Optional[ReduceLROnPlateauConfig] = doc(
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig | None = doc(
         "Lower the learning rate on a plateau (`keras.callbacks.ReduceLROnPlateau`); `{}` for "
         "the defaults below, null for off.")
-    class_weight: Union[None, Literal["balanced"], dict] = doc(
+    class_weight: None | Literal["balanced"] | dict = doc(
         "Weight of each class in the loss: `balanced` (inverse class frequency, from the "
         "training split) or a mapping `{label: weight}`; null for equal weights.")
     checkpoint: CheckpointConfig = doc(
@@ -158,7 +158,7 @@ class TrainingConfig:
     deterministic: bool = doc(
         "Make training bit-for-bit repeatable on the same machine (TensorFlow op determinism; "
         "slower).", False)
-    jit_compile: Union[Literal["auto"], bool] = doc(
+    jit_compile: Literal["auto"] | bool = doc(
         "XLA compilation of the training step, as Keras' `jit_compile`.", "auto")
     steps_per_execution: int = doc(
         "Training steps run per call into the backend, as Keras' `steps_per_execution`.", 1,
@@ -167,7 +167,7 @@ class TrainingConfig:
 
 @dataclass
 class Config:
-    name: Optional[str] = doc(
+    name: str | None = doc(
         "Name of the experiment; names the run directory. null: the config file's name.",
         check=_safe_name)
     seed: int = doc("Seed for Python, numpy and Keras, and for the data splits.", 42)

@@ -12,7 +12,6 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -39,7 +38,7 @@ class DataInfo:
     """What the model needs to know before any data loads."""
 
     sample_shape: tuple
-    num_classes: Optional[int]
+    num_classes: int | None
     class_names: list = field(default_factory=list)
 
 
@@ -49,8 +48,8 @@ class Splits:
 
     x_train: np.ndarray
     y_train: np.ndarray
-    x_val: Optional[np.ndarray]
-    y_val: Optional[np.ndarray]
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
     x_test: np.ndarray
     y_test: np.ndarray
     info: DataInfo
@@ -115,8 +114,9 @@ def _split(x, y, fraction, seed, cfg):
     counts = np.bincount(y) if cfg.task == "classification" else None
     stratify = y if counts is not None and counts[counts > 0].min() >= 2 else None
     held = max(1, int(round(len(x) * fraction)))
-    if stratify is not None and held < np.count_nonzero(counts):
-        stratify = None  # fewer held-out samples than classes: a stratified split is impossible
+    classes = np.count_nonzero(counts) if counts is not None else 0
+    if stratify is not None and min(held, len(x) - held) < classes:
+        stratify = None  # a side with fewer samples than classes cannot be stratified
     if len(x) - held < 1:
         raise DataError(f"dataset '{cfg.name}' has {len(x)} samples, too few to hold out "
                         f"{fraction} of them")
@@ -175,7 +175,7 @@ def _load_keras_dataset(name: str) -> dict:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
-def _data_dir_file(name: str) -> Optional[Path]:
+def _data_dir_file(name: str) -> Path | None:
     folder = os.environ.get(DATA_DIR_ENV)
     if folder and (Path(folder) / f"{name}.npz").is_file():
         return Path(folder) / f"{name}.npz"
@@ -193,15 +193,22 @@ def _download_failed(name: str, exc: Exception) -> str:
             "try configs/digits_cnn.yaml, which needs no network.")
 
 
+_PICKLED = ("{path}: holds Python objects (pickled arrays), which dlmine does not load; save "
+            "plain numeric arrays")
+
+
 def _read_npz(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz file (File is not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as exc:
-        raise DataError(f"{path}: holds Python objects (pickled arrays), which dlmine does not "
-                        f"load; save plain numeric arrays ({exc})") from None
+        if "allow_pickle" in str(exc):
+            raise DataError(_PICKLED.format(path=path) + f" ({exc})") from None
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     _check_npz_keys(path, arrays)
@@ -221,8 +228,9 @@ def _check_npz_keys(path: Path, arrays: dict) -> None:
                             f"{len(arrays[y])}; expected one label per sample")
         if x in arrays and not np.issubdtype(arrays[x].dtype, np.number):
             raise DataError(f"{path}: {x} has dtype {arrays[x].dtype}; expected numbers")
-    if len(arrays["x_train"]) == 0:
-        raise DataError(f"{path}: x_train is empty")
+    for key in ("x_train", "x_test"):
+        if key in arrays and len(arrays[key]) == 0:
+            raise DataError(f"{path}: {key} is empty")
 
 
 def _describe_npz(path: Path, task: str) -> DataInfo:
@@ -233,19 +241,29 @@ def _describe_npz(path: Path, task: str) -> DataInfo:
             version = np.lib.format.read_magic(member)
             reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                       else np.lib.format.read_array_header_2_0)
-            shape, _, _ = reader(member)
+            shape, _, dtype = reader(member)
     except KeyError:
         raise DataError(f"{path}: missing array x_train; expected x_train, y_train and "
                         "optionally x_test, y_test") from None
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(_PICKLED.format(path=path))
+    if not shape or shape[0] == 0:
+        raise DataError(f"{path}: x_train is empty")
     names: list = []
     classes = None
     if task == "classification":
-        with np.load(path, allow_pickle=False) as npz:
-            labels = [npz[k].reshape(-1) for k in ("y_train", "y_test") if k in npz.files]
-            if "class_names" in npz.files:
-                names = [str(n) for n in npz["class_names"]]
-        classes = max(int(np.max(y)) + 1 for y in labels if len(y)) if labels else None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                labels = [npz[k].reshape(-1) for k in ("y_train", "y_test") if k in npz.files]
+                if "class_names" in npz.files:
+                    names = [str(n) for n in npz["class_names"]]
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise DataError(_PICKLED.format(path=path)) from None
+            raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        labels = [y for y in labels if len(y) and np.issubdtype(y.dtype, np.number)]
+        classes = max(int(np.max(y)) + 1 for y in labels) if labels else None
         names = names or [str(i) for i in range(classes or 0)]
     return DataInfo(tuple(shape[1:]), classes, names)

@@ -10,7 +10,6 @@ import io
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -35,14 +34,14 @@ class Preprocessor:
         >>> x, y = prep.transform(x_test, y_test)
     """
 
-    def __init__(self, cfg: PreprocessingConfig, task: str, num_classes: Optional[int],
+    def __init__(self, cfg: PreprocessingConfig, task: str, num_classes: int | None,
                  sample_shape: tuple):
         self.cfg = cfg
         self.task = task
         self.num_classes = num_classes
         self.sample_shape = tuple(sample_shape)
-        self.mean: Optional[np.ndarray] = None
-        self.std: Optional[np.ndarray] = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
 
     def output_shape(self) -> tuple:
         """The shape of one preprocessed sample: what the model's input is built on."""
@@ -53,7 +52,7 @@ class Preprocessor:
             shape = (*shape, 1)
         return tuple(shape)
 
-    def fit(self, x_train: np.ndarray) -> "Preprocessor":
+    def fit(self, x_train: np.ndarray) -> Preprocessor:
         """Fit the statistics of `standardize` on the training inputs only."""
         if self.cfg.standardize:
             x = self._scaled(x_train)
@@ -104,7 +103,7 @@ class Preprocessor:
         return files
 
     @classmethod
-    def load(cls, run_dir: Path) -> "Preprocessor":
+    def load(cls, run_dir: Path) -> Preprocessor:
         """The preprocessor saved in a run directory, exactly as it was fitted."""
         path = Path(run_dir) / STATE_JSON
         try:
