@@ -33,11 +33,12 @@ class RunRecorder(keras.callbacks.Callback):
         steps: batches per epoch, for the progress bar.
     """
 
-    def __init__(self, run: RunDir, reporter: Reporter, log, epochs: int, steps: int):
+    def __init__(self, run: RunDir, reporter: Reporter, log, epochs: int, steps: int,
+                 rows: list[dict] | None = None):
         super().__init__()
         self.run, self.reporter, self.log = run, reporter, log
         self.epochs, self.steps = epochs, steps
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])
         self.diverged: str | None = None
         self.stop_requested = False
         self._started = 0.0
@@ -47,7 +48,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.stop_requested = True
 
     def on_train_begin(self, logs=None):
-        self.reporter.train_begin(self.epochs, self.steps)
+        self.reporter.train_begin(self.epochs, self.steps, len(self.rows))
 
     def on_train_end(self, logs=None):
         self.reporter.train_end()
@@ -60,7 +61,8 @@ class RunRecorder(keras.callbacks.Callback):
         logs = logs or {}
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = f"the loss became {float(loss)} in epoch {len(self.rows) + 1}, batch {batch + 1}"
+            self.diverged = (f"the loss became {float(loss)} in epoch {len(self.rows) + 1}, "
+                             f"batch {batch + 1}")
             self.model.stop_training = True
         if self.stop_requested:
             self.model.stop_training = True
@@ -80,7 +82,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write(HISTORY, history_csv(self.rows))
         seconds = time.perf_counter() - self._started
-        line = f"epoch {epoch + 1}/{self.epochs} - {format_logs(row | {'epoch': None})} - {seconds:.1f}s"
+        metrics = format_logs({k: v for k, v in row.items() if k != "epoch"})
+        line = f"epoch {epoch + 1}/{self.epochs} - {metrics} - {seconds:.1f}s"
         self.log.write(line + "\n")
         self.log.flush()
         self.reporter.epoch_end(line)
@@ -114,14 +117,15 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         mode: `min`, `max` or `auto` (max for accuracy/AUC-like metrics).
     """
 
-    def __init__(self, run: RunDir, recorder: RunRecorder, monitor: str, mode: str = "auto"):
+    def __init__(self, run: RunDir, recorder: RunRecorder, monitor: str, mode: str = "auto",
+                 saved: dict | None = None):
         super().__init__()
         self.folder = Path(run.path) / CHECKPOINTS
         self.recorder = recorder
         self.monitor = monitor
         self.mode = mode if mode != "auto" else monitor_mode(monitor)
-        self.best: float | None = None
-        self.best_epoch: int | None = None
+        self.best: float | None = (saved or {}).get("value")
+        self.best_epoch: int | None = (saved or {}).get("epoch")
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:

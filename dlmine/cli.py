@@ -59,7 +59,10 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue this interrupted run from its last complete epoch.")
+@click.option("--force", is_flag=True, help="With --resume: accept a changed config or data.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the run (must not exist). Default: RUNS_ROOT/<name>-<time>.")
 @click.option("--runs-root", type=click.Path(file_okay=False, path_type=Path),
@@ -70,20 +73,35 @@ def main(debug: bool) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True, help="Where to train; gpu without a GPU is an error.")
 @click.option("--quiet", is_flag=True, help="Print nothing but the run directory.")
-def train(config, run_dir, runs_root, overrides, seed, device, quiet) -> None:
-    """Train CONFIG, evaluate it on the test split, print the run directory."""
+def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device, quiet) -> None:
+    """Train CONFIG, evaluate it on the test split, print the run directory.
+
+    With --resume RUN_DIR (and no CONFIG, or the same one), continue an interrupted run.
+    """
     from dlmine import devices
 
+    if config is None and resume_dir is None:
+        raise click.UsageError("give a CONFIG to train, or --resume RUN_DIR")
+    if resume_dir is not None and run_dir is not None:
+        raise click.UsageError("--resume continues RUN_DIR in place; --run-dir cannot be used")
     devices.select(device)
     devices.import_keras(_debug())
     from dlmine.config import load_config
     from dlmine.console import Reporter
+    from dlmine.rundir import CONFIG, RunDir
+    from dlmine.train import resume
     from dlmine.train import train as run_training
 
-    loaded = load_config(config, overrides, seed=seed)
     reporter = Reporter(quiet=quiet)
-    run = run_training(loaded, run_dir=run_dir, runs_root=runs_root, device=device,
-                       reporter=reporter, argv=sys.argv[1:])
+    if resume_dir is not None:
+        source = config if config is not None else RunDir.open(resume_dir) / CONFIG
+        loaded = load_config(source, overrides, seed=seed)
+        run = resume(resume_dir, loaded, force=force, device=device, reporter=reporter,
+                     argv=sys.argv[1:])
+    else:
+        loaded = load_config(config, overrides, seed=seed)
+        run = run_training(loaded, run_dir=run_dir, runs_root=runs_root, device=device,
+                           reporter=reporter, argv=sys.argv[1:])
     click.echo(str(run.path))
 
 

@@ -1,8 +1,9 @@
-"""Training: config -> data -> model -> fit -> run directory -> evaluation.
+"""Training: config -> data -> model -> fit -> run directory -> evaluation, and resume.
 
-`prepare` does everything that can fail on the user's input before a run
-directory exists (config, shapes, data), so that a mistake never leaves a
-half-made run behind; `train` then writes the run directory as it goes.
+`build_checked_model` and the data loading do everything that can fail on the
+user's input before a run directory exists, so that a mistake never leaves a
+half-made run behind; `train` then writes the run directory as it goes, and
+`resume` continues one from its last committed epoch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from dlmine import devices
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.console import Reporter
 from dlmine.errors import ConfigError, DataError, Interrupted, TrainingError
-from dlmine.rundir import CONFIG, LOG, MODEL, RUN_JSON, RunDir, now_iso
+from dlmine.rundir import CONFIG, HISTORY, LOG, MODEL, RUN_JSON, RunDir, now_iso
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Prepared:
     preprocessor: datamod.Preprocessor
 
 
-def build_checked_model(loaded: LoadedConfig) -> Prepared:
+def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None) -> Prepared:
     """Build the model on the shape the data will give, without loading the data.
 
     Raises:
@@ -43,21 +44,34 @@ def build_checked_model(loaded: LoadedConfig) -> Prepared:
             `preprocessing.reshape` does not fit the samples.
         DataError: the data file named by the config cannot be read.
     """
-    import keras
-
     from dlmine.model import build_model
 
     cfg, src = loaded.config, loaded.sources
     info = datamod.describe(cfg.dataset)
+    if num_classes is not None:
+        info.num_classes = num_classes
     prep = datamod.Preprocessor(cfg.preprocessing, cfg.dataset.task, info.num_classes,
                                 info.sample_shape)
     try:
         input_shape = prep.output_shape()
     except DataError as exc:
         raise ConfigError([src.problem(("preprocessing", "reshape"), str(exc))]) from None
-    keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, src, input_shape, info.num_classes)
     return Prepared(loaded, model, info, prep)
+
+
+@dataclass
+class Session:
+    """One training process over a run directory: fresh or resumed."""
+
+    run: RunDir
+    cfg: object
+    model: object
+    prep: datamod.Preprocessor
+    splits: datamod.Splits
+    initial_epoch: int = 0
+    state: dict | None = None
+    rows: list | None = None
 
 
 def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
@@ -75,59 +89,160 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
     from dlmine.model import compile_model
 
     cfg = loaded.config
-    device_used = devices.describe(device)
-    if cfg.training.deterministic:
-        devices.make_deterministic()
+    device_used = _set_up_backend(cfg, device)
     prepared = build_checked_model(loaded)
     splits = datamod.load(cfg.dataset, cfg.seed)
+    if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
+        prepared = build_checked_model(loaded, splits.info.num_classes)  # labels describe() missed
     prep = prepared.preprocessor
     prep.num_classes = splits.info.num_classes
-    if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
-        prepared = build_checked_model(loaded)  # labels beyond what describe() saw
-    model = prepared.model
-    compile_model(model, cfg)
+    compile_model(prepared.model, cfg)
     prep.fit(splits.x_train)
-    x_train, y_train = prep.transform(splits.x_train, splits.y_train)
-    validation = None if splits.x_val is None else prep.transform(splits.x_val, splits.y_val)
 
     run = RunDir.create(run_dir, runs_root, cfg.name)
     config_text = to_yaml(cfg)
     run.write(CONFIG, config_text)
-    started = time.time()
     run.write_json(RUN_JSON, {
         "status": "running", "name": cfg.name, "started": now_iso(), "ended": None,
         "duration_s": None, "command": argv, "versions": devices.versions(),
         "device": device_used, "seed": cfg.seed,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "data_fingerprint": splits.fingerprint,
-        "samples": {"train": len(x_train), "validation": 0 if validation is None else len(validation[0]),
+        "samples": {"train": len(splits.x_train),
+                    "validation": 0 if splits.x_val is None else len(splits.x_val),
                     "test": len(splits.x_test)},
         "input_shape": list(prep.output_shape()), "num_classes": splits.info.num_classes,
         "class_names": splits.info.class_names, "epochs_completed": 0, "final_metrics": None,
     })
     for name, content in prep.state_files().items():
         run.write(name, content)
-    try:
-        report = _train_in(run, model, cfg, prep, splits, x_train, y_train, validation,
-                           reporter, argv, started)
-    except (Interrupted, TrainingError):
-        raise
-    except BaseException as exc:
-        fail_run(run, exc)
-        raise
+    session = Session(run, cfg, prepared.model, prep, splits)
+    return _run_session(session, reporter, argv)
+
+
+def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
+           reporter: Reporter, argv: list[str]) -> RunDir:
+    """Continue an interrupted or failed run from its last committed epoch.
+
+    Args:
+        run_path: the run directory.
+        loaded: the config to continue with: the run's own `config.yaml` (with any
+            `--set`), or a CONFIG file given on the command line.
+        force: accept a config that differs from the run's.
+
+    Raises:
+        UsageError: the config changed (without `force`).
+        DlmineError: nothing to resume, or a damaged checkpoint.
+    """
+    from dlmine.errors import UsageError
+    from dlmine.evaluate import load_checkpoint
+    from dlmine.state import load_state, restore_seed_states
+
+    run = RunDir.open(run_path)
+    info = run.read_json(RUN_JSON)
+    cfg = loaded.config
+    saved = _saved_config(run)
+    changes = config_diff(asdict(saved), asdict(cfg))
+    if changes and not force:
+        raise UsageError("the config differs from the one this run was trained with; "
+                         "resume with --force to accept:\n" + "\n".join(f"  {c}" for c in changes))
+    if info.get("status") == "completed" and not changes:
+        reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
+                      "epochs); nothing to do")
+        return run
+    state = load_state(run)
+    device_used = _set_up_backend(cfg, device)
+    splits = datamod.load(cfg.dataset, cfg.seed)
+    if info.get("data_fingerprint") not in (None, splits.fingerprint) and not force:
+        raise UsageError("the data differ from those this run was trained on (the fingerprint "
+                         "in run.json does not match); resume with --force to accept")
+    prep = datamod.Preprocessor.load(run.path)
+    model = load_checkpoint(run, "last")
+    restore_seed_states(model, state["seed_generators"])
+    rows = _history_rows(run, state["epoch"])
+    session = Session(run, cfg, model, prep, splits, state["epoch"], state, rows)
+
+    def mark_resumed():  # under the lock: a second process must not get this far
+        if changes:
+            run.write(CONFIG, to_yaml(cfg))
+        resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
+                                               "device": device_used, "config_changes": changes}]
+        run.update_run(status="running", ended=None, error=None, resumed=resumes)
+
+    return _run_session(session, reporter, argv, before=mark_resumed)
+
+
+def _saved_config(run: RunDir):
+    from dlmine.config import load_config
+
+    return load_config(run / CONFIG).config
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`training.epochs: 5 -> 10` for every dotted key whose value differs."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_diff(a, b, dotted + "."))
+        elif a != b:
+            out.append(f"{dotted}: {a!r} -> {b!r}")
+    return out
+
+
+def _history_rows(run: RunDir, epochs: int) -> list[dict]:
+    """The committed rows of `history.csv`: a row written after the last state is dropped."""
+    import csv
+
+    if not (run / HISTORY).is_file():
+        return []
+    with open(run / HISTORY, newline="") as handle:
+        rows = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
+    return [row for row in rows if row["epoch"] <= epochs]
+
+
+def _set_up_backend(cfg, device: str) -> str:
+    import keras
+
+    used = devices.describe(device)
+    if cfg.training.deterministic:
+        devices.make_deterministic()
+    keras.utils.set_random_seed(cfg.seed)
+    return used
+
+
+def _run_session(session: Session, reporter: Reporter, argv: list[str], before=None) -> RunDir:
+    run = session.run
+    started = time.time()
+    with run.lock():
+        if before is not None:
+            before()
+        try:
+            report = _train_in(session, reporter, argv, started)
+        except (Interrupted, TrainingError):
+            raise
+        except BaseException as exc:
+            fail_run(run, exc)
+            raise
     reporter.metrics_table("test metrics (best checkpoint)", report["metrics"])
     return run
 
 
-def _train_in(run, model, cfg, prep, splits, x_train, y_train, validation, reporter, argv,
-              started) -> dict:
-    with run.lock(), open(run / LOG, "a", encoding="utf-8") as log:
-        log.write(f"{now_iso()} dlmine train {' '.join(argv)}\n{model_summary(model)}\n")
+def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
+    run, cfg, model, prep, splits = (session.run, session.cfg, session.model, session.prep,
+                                     session.splits)
+    with open(run / LOG, "a", encoding="utf-8") as log:
+        verb = f"resume from epoch {session.initial_epoch}" if session.state else "train"
+        log.write(f"{now_iso()} dlmine {verb}: {' '.join(argv)}\n")
+        if not session.state:
+            log.write(model_summary(model) + "\n")
         reporter.info(f"run directory: {run.path}")
-        outcome = _fit(model, cfg, run, reporter, log, x_train, y_train, validation, splits)
+        outcome = _fit(session, reporter, log)
         status = _finish_status(outcome)
-        run.update_run(epochs_completed=len(outcome.recorder.rows),
-                       best=outcome.best, duration_s=round(time.time() - started, 3))
+        run.update_run(epochs_completed=len(outcome.recorder.rows), best=outcome.best,
+                       duration_s=round(_previous_duration(run) + time.time() - started, 3))
         if status != "completed":
             message = _stop_message(outcome, run)
             log.write(f"{now_iso()} {status}: {message}\n")
@@ -147,9 +262,12 @@ def _train_in(run, model, cfg, prep, splits, x_train, y_train, validation, repor
         run.write_json("eval.json", report)
         log.write(f"{now_iso()} test: " + ", ".join(f"{k} {v:.4f}" for k, v in
                                                     report["metrics"].items()) + "\n")
-        run.update_run(status="completed", ended=now_iso(), final_metrics=report["metrics"],
-                       duration_s=round(time.time() - started, 3))
+        run.update_run(status="completed", ended=now_iso(), final_metrics=report["metrics"])
     return report
+
+
+def _previous_duration(run: RunDir) -> float:
+    return float(run.read_json(RUN_JSON).get("duration_s") or 0.0)
 
 
 @dataclass
@@ -159,43 +277,63 @@ class _Outcome:
     interrupted: bool
 
 
-def _fit(model, cfg, run, reporter, log, x_train, y_train, validation, splits) -> _Outcome:
+def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
+    from dlmine.batches import EpochShuffled
     from dlmine.callbacks import AtomicCheckpoint, RunRecorder
+    from dlmine.state import StateWriter
 
+    cfg, prep, splits, run = session.cfg, session.prep, session.splits, session.run
     t = cfg.training
-    steps = int(np.ceil(len(x_train) / t.batch_size))
-    recorder = RunRecorder(run, reporter, log, t.epochs, steps)
-    checkpoint = AtomicCheckpoint(run, recorder, t.checkpoint.monitor, t.checkpoint.mode)
-    callbacks = [recorder, checkpoint, *_keras_callbacks(cfg)]
-    with _graceful_stop(recorder) as state:
-        model.fit(x_train, y_train, batch_size=t.batch_size, epochs=t.epochs,
-                  validation_data=validation, shuffle=t.shuffle, verbose=0,
-                  class_weight=class_weights(cfg, splits.y_train), callbacks=callbacks)
+    x_train, y_train = prep.transform(splits.x_train, splits.y_train)
+    validation = None if splits.x_val is None else prep.transform(splits.x_val, splits.y_val)
+    weights = class_weights(cfg, splits.y_train)
+    sample_weight = None if weights is None else np.array(
+        [weights[int(label)] for label in splits.y_train], dtype="float32")
+    batches = EpochShuffled(x_train, y_train, t.batch_size, cfg.seed, t.shuffle,
+                            session.initial_epoch, sample_weight)
+    recorder = RunRecorder(run, reporter, log, t.epochs, len(batches), session.rows)
+    checkpoint = AtomicCheckpoint(run, recorder, t.checkpoint.monitor, t.checkpoint.mode,
+                                  (session.state or {}).get("best"))
+    stateful = _keras_callbacks(cfg, session)
+    writer = StateWriter(run, recorder, checkpoint, stateful)
+    callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer]
+    with _graceful_stop(recorder) as stop:
+        session.model.fit(batches, epochs=t.epochs, initial_epoch=session.initial_epoch,
+                          validation_data=validation, verbose=0, callbacks=callbacks,
+                          shuffle=False)  # the order is EpochShuffled's, keyed to seed and epoch
     best = None
     if checkpoint.best is not None:
         best = {"monitor": checkpoint.monitor, "mode": checkpoint.mode, "value": checkpoint.best,
                 "epoch": checkpoint.best_epoch}
-    return _Outcome(recorder, best, state["signal"] is not None)
+    return _Outcome(recorder, best, stop["signal"] is not None)
 
 
-def _keras_callbacks(cfg) -> list:
-    import keras
+def _keras_callbacks(cfg, session: Session) -> dict:
+    from dlmine.state import ResumableEarlyStopping, ResumableReduceLROnPlateau
 
-    t, out = cfg.training, []
+    t, out = cfg.training, {}
+    saved = (session.state or {}).get("callbacks", {})
     if t.early_stopping is not None:
         es = t.early_stopping
-        out.append(keras.callbacks.EarlyStopping(
+        best_weights = None
+        if session.state and es.restore_best_weights:
+            from dlmine.evaluate import load_checkpoint
+
+            best_weights = load_checkpoint(session.run, "best").get_weights()
+        out["early_stopping"] = ResumableEarlyStopping(
+            saved=saved.get("early_stopping"), best_weights_from=best_weights,
             monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode=es.mode,
-            restore_best_weights=es.restore_best_weights))
+            restore_best_weights=es.restore_best_weights)
     if t.reduce_lr_on_plateau is not None:
         rl = t.reduce_lr_on_plateau
-        out.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=rl.monitor, factor=rl.factor, patience=rl.patience, min_lr=rl.min_lr))
+        out["reduce_lr_on_plateau"] = ResumableReduceLROnPlateau(
+            saved=saved.get("reduce_lr_on_plateau"), monitor=rl.monitor, factor=rl.factor,
+            patience=rl.patience, min_lr=rl.min_lr)
     return out
 
 
 def class_weights(cfg, y_train: np.ndarray) -> dict | None:
-    """The `class_weight` of `fit`: null, `balanced` from the training labels, or as given."""
+    """The weight of each class: null, `balanced` from the training labels, or as given."""
     weights = cfg.training.class_weight
     if weights is None:
         return None
@@ -205,7 +343,7 @@ def class_weights(cfg, y_train: np.ndarray) -> dict | None:
         classes = np.unique(y_train)
         values = compute_class_weight("balanced", classes=classes, y=y_train)
         return {int(c): float(w) for c, w in zip(classes, values, strict=True)}
-    return {int(label): float(weights.get(label, 1.0)) for label in np.unique(y_train)}
+    return {int(label): float(weights.get(int(label), 1.0)) for label in np.unique(y_train)}
 
 
 @contextmanager
@@ -244,7 +382,7 @@ def _stop_message(outcome: _Outcome, run: RunDir) -> str:
                 f"({epochs} epoch(s)) is kept in {run.path}/checkpoints. Try a lower "
                 "training.optimizer.learning_rate, or preprocessing.rescale / standardize")
     return (f"interrupted after {epochs} complete epoch(s); checkpoints/last.keras holds the "
-            f"last complete epoch in {run.path}")
+            f"last complete epoch. Continue with: dlmine train --resume {run.path}")
 
 
 def model_summary(model) -> str:

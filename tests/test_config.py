@@ -244,6 +244,18 @@ def test_all_problems_are_reported_at_once_in_reading_order(cli, here):
     assert "Traceback" not in result.output
 
 
+def test_cross_field_problems_are_reported_with_type_problems(cli, here):
+    # README: "Every problem of a config is reported at once". batch_size has nothing to do
+    # with the loss, so the loss rule can judge a loss and labels that are both well typed.
+    text = tiny("batch_size: 16", "batch_size: 0", "  loss: categorical_crossentropy\n")
+    assert problems_of(check(cli, here, text)) == [
+        "cfg.yaml:14: training.batch_size: expected an integer >= 1, received 0 (integer)",
+        "cfg.yaml:15: training.loss: categorical_crossentropy expects one-hot labels, but "
+        "preprocessing.labels is 'integer'; use sparse_categorical_crossentropy, or set "
+        "preprocessing.labels: onehot",
+    ]
+
+
 def _dense_arguments() -> str:
     from dlmine.model import allowed_arguments, layer_registry
 
