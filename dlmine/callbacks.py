@@ -130,10 +130,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
             return  # the recorder refused this epoch (diverged or cut short)
+        from dlmine.state import keep_previous
+
         value = (logs or {}).get(self.monitor)
         if value is not None and self._improved(float(value)):
             self.best, self.best_epoch = float(value), epoch + 1
             atomic_save_model(self.model, self.folder / "best.keras")
+        keep_previous(self.folder / "last.keras", self.folder / "previous.keras")
         atomic_save_model(self.model, self.folder / "last.keras")
         if self.best is None:  # monitor missing from the logs: the last epoch is the best known
             atomic_save_model(self.model, self.folder / "best.keras")

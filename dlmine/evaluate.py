@@ -24,9 +24,19 @@ def load_checkpoint(run: RunDir, which: str):
         DlmineError: the checkpoint is missing, damaged, or carries code (a `Lambda` layer,
             custom objects), which safe mode refuses.
     """
+    return load_model_file(run / CHECKPOINT_FILES[which], which)
+
+
+def load_model_file(path: Path, which: str = "model"):
+    """Load one `.keras` file safely; see `load_checkpoint`."""
     import keras
 
-    path = run / CHECKPOINT_FILES[which]
+    if path.suffix != ".keras":
+        raise DlmineError(f"{path}: dlmine loads only .keras model files (never .h5 or "
+                          "SavedModel folders as full models)")
+    if path.is_symlink():
+        raise DlmineError(f"{path} is a symbolic link; dlmine loads only files written in the "
+                          "run directory itself")
     if not path.is_file():
         raise DlmineError(f"{path} is missing: this run saved no {which} checkpoint "
                           "(did it finish an epoch?)")
@@ -88,6 +98,22 @@ def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: lis
             "samples": int(len(truth)), "macro_f1": float(np.mean(f1))}
 
 
+def _load_with_fallback(run: RunDir, checkpoint: str, reporter: Reporter):
+    """The asked-for checkpoint, or the other one when it is damaged (with a warning)."""
+    try:
+        return load_checkpoint(run, checkpoint), checkpoint
+    except DlmineError as exc:
+        if "refused" in str(exc):  # carries code: never fall back silently past that
+            raise
+        other = "last" if checkpoint == "best" else "best"
+        try:
+            model = load_checkpoint(run, other)
+        except DlmineError:
+            raise exc from None
+        reporter.warn(f"{exc}; evaluating the {other} checkpoint instead")
+        return model, other
+
+
 def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) -> dict:
     """Evaluate a finished run from its directory alone and write `eval.json`.
 
@@ -105,11 +131,13 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
     if info.get("data_fingerprint") and info["data_fingerprint"] != splits.fingerprint:
         reporter.warn("the data differ from those this run was trained on (the fingerprint in "
                       "run.json does not match); the metrics are of the data as they are now")
-    model = load_checkpoint(run, checkpoint)
+    model, used = _load_with_fallback(run, checkpoint, reporter)
     x, y = splits.split(split)
     x, y = prep.transform(x, y)
     class_names = info.get("class_names") or splits.info.class_names
-    report = {"split": split, "checkpoint": checkpoint,
+    report = {"split": split, "checkpoint": used,
               **evaluate_model(model, x, y, cfg, class_names, cfg.training.batch_size)}
+    if used != checkpoint:
+        report["fallback_from"] = checkpoint
     run.write_json(EVAL_JSON, report)
     return report

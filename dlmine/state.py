@@ -10,6 +10,7 @@ epoch's state with its checkpoint, or the new one: never a mix.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import keras
@@ -19,6 +20,7 @@ from dlmine.errors import DlmineError
 from dlmine.rundir import CHECKPOINTS, RunDir
 
 STATE = "training_state.json"
+PREVIOUS_STATE = "training_state.previous.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -102,6 +104,7 @@ class StateWriter(keras.callbacks.Callback):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
             return
         last = self.run / CHECKPOINTS / "last.keras"
+        keep_previous(self.run / STATE, self.run / PREVIOUS_STATE)
         self.run.write_json(STATE, {
             "epoch": epoch + 1,
             "last_sha256": sha256_file(last),
@@ -111,20 +114,51 @@ class StateWriter(keras.callbacks.Callback):
         })
 
 
-def load_state(run: RunDir) -> dict:
-    """The last committed training state, checked against `last.keras`.
+def keep_previous(current: Path, previous: Path) -> None:
+    """Make `previous` the same file as `current` (a hard link: no copy), atomically."""
+    if not current.is_file():
+        return
+    link = previous.with_name(f".{previous.name}.link")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(current, link)
+        os.replace(link, previous)
+    except OSError as exc:
+        raise DlmineError(f"cannot keep {previous}: {exc.strerror or exc}") from None
+
+
+def load_state(run: RunDir, warn=print) -> tuple[dict, Path]:
+    """The newest committed training state and the checkpoint file that matches it.
+
+    Tried in order: the state with `last.keras`; with `previous.keras` (a kill between
+    writing `last.keras` and the state); the previous state with `previous.keras` (a
+    damaged `last.keras` or state).
 
     Raises:
-        DlmineError: no state (no epoch finished), or `last.keras` does not match it.
+        DlmineError: no epoch was committed, or no state matches any checkpoint.
     """
-    if not (run / STATE).is_file():
+    folder = run / CHECKPOINTS
+    states = []
+    for name in (STATE, PREVIOUS_STATE):
+        if (run / name).is_file():
+            try:
+                states.append((name, run.read_json(name)))
+            except DlmineError as exc:
+                warn(f"{exc}; trying the previous training state")
+    if not states:
         raise DlmineError(f"{run.path} has no {STATE}: no epoch was completed, so there is "
                           "nothing to resume; start a new run")
-    state = run.read_json(STATE)
-    last = run / CHECKPOINTS / "last.keras"
-    if not last.is_file():
-        raise DlmineError(f"{last} is missing; it holds the epoch {state['epoch']} to resume from")
-    if sha256_file(last) != state["last_sha256"]:
-        raise DlmineError(f"{last} is damaged: its sha256 does not match {STATE} (epoch "
-                          f"{state['epoch']}); it was changed after dlmine wrote it")
-    return state
+    problems = []
+    for name, state in states:
+        for checkpoint in (folder / "last.keras", folder / "previous.keras"):
+            if not checkpoint.is_file():
+                continue
+            if sha256_file(checkpoint) == state.get("last_sha256"):
+                if problems:
+                    warn("; ".join(problems) + f"; resuming from {checkpoint.name} "
+                         f"(epoch {state['epoch']}) instead")
+                return state, checkpoint
+            problems.append(f"{checkpoint.relative_to(run.path)} does not match {name} "
+                            f"(epoch {state['epoch']}): damaged or written after it")
+    raise DlmineError(f"cannot resume {run.path}: no checkpoint matches a committed training "
+                      f"state ({'; '.join(problems) or 'the checkpoints are missing'})")

@@ -135,7 +135,7 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         DlmineError: nothing to resume, or a damaged checkpoint.
     """
     from dlmine.errors import UsageError
-    from dlmine.evaluate import load_checkpoint
+    from dlmine.evaluate import load_model_file
     from dlmine.state import load_state, restore_seed_states
 
     run = RunDir.open(run_path)
@@ -150,14 +150,14 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
                       "epochs); nothing to do")
         return run
-    state = load_state(run)
+    state, checkpoint = load_state(run, warn=reporter.warn)
     device_used = _set_up_backend(cfg, device)
     splits = datamod.load(cfg.dataset, cfg.seed)
     if info.get("data_fingerprint") not in (None, splits.fingerprint) and not force:
         raise UsageError("the data differ from those this run was trained on (the fingerprint "
                          "in run.json does not match); resume with --force to accept")
     prep = datamod.Preprocessor.load(run.path)
-    model = load_checkpoint(run, "last")
+    model = load_model_file(checkpoint, "last")
     restore_seed_states(model, state["seed_generators"])
     rows = _history_rows(run, state["epoch"])
     session = Session(run, cfg, model, prep, splits, state["epoch"], state, rows)
