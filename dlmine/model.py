@@ -12,7 +12,7 @@ import inspect
 from typing import Any
 
 from dlmine.config.checks import loss_name
-from dlmine.config.loading import Sources, suggest
+from dlmine.config.loading import Sources, suggest, valid_list
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError, Problem
 
@@ -78,7 +78,11 @@ def parse_layer(item: Any, path: tuple, src: Sources, problems: list):
         name, args = next(iter(item.items()))
         if args is None:
             args = {}
-        if isinstance(name, str) and isinstance(args, dict):
+        if not isinstance(name, str):
+            problems.append(src.problem(path, "expected a layer name such as Dense as the key, "
+                                        f"received {name!r}"))
+            return None
+        if isinstance(args, dict):
             return name, dict(args)
         problems.append(src.problem(path + (name,), "expected the layer's arguments as a "
                                     f"mapping such as {{units: 10}}, received {args!r}"))
@@ -110,7 +114,7 @@ def _make_layer(item, path, registry, src, problems):
     for arg, value in args.items():
         if arg not in allowed:
             problems.append(src.problem(here + (arg,), f"{name} has no argument '{arg}'"
-                                        f"{suggest(arg, allowed)} Valid: {', '.join(sorted(allowed))}"))
+                                        + valid_list(arg, allowed)))
             bad = True
         elif _carries_code(value):
             problems.append(src.problem(here + (arg,), "a mapping with 'module', "
@@ -142,17 +146,19 @@ def _carries_code(value) -> bool:
 
 def _check_optimizer(cfg: Config, src: Sources) -> list[Problem]:
     opt = dict(cfg.training.optimizer)
-    name = str(opt.pop("name", ""))
+    name = opt.pop("name", None)
+    if not isinstance(name, str):
+        return []  # reported by checks.check_optimizer
     registry = optimizer_registry()
     path = ("training", "optimizer")
     if name.lower() not in registry:
         return [src.problem(path + ("name",) if ("training", "optimizer", "name") in src.lines
-                            else path, f"unknown optimizer '{name}'{suggest(name.lower(), registry)}"
-                            f" Valid: {', '.join(sorted(registry))}")]
+                            else path, f"unknown optimizer '{name}'"
+                            + valid_list(name.lower(), registry))]
     cls = registry[name.lower()]
-    allowed = allowed_arguments(cls) - {"name"}
+    allowed = allowed_arguments(cls) - BASE_ARGUMENTS
     problems = [src.problem(path + (arg,), f"{cls.__name__} has no argument '{arg}'"
-                            f"{suggest(arg, allowed)}") for arg in opt if arg not in allowed]
+                            + valid_list(arg, allowed)) for arg in opt if arg not in allowed]
     problems += [src.problem(path + (arg,), "refused: names code to import")
                  for arg, value in opt.items() if _carries_code(value)]
     if not problems:
@@ -226,18 +232,24 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
     path = ("model", "layers", last, name)
     units = shape[-1]
     loss = loss_name(cfg.training.loss)
+    if len(shape) != 2:
+        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, but "
+                                       "the loss needs one vector per sample, (None, units): add "
+                                       "Flatten (or a global pooling layer) before the last layer")])
     if cfg.dataset.task == "classification" and num_classes:
-        expected = 1 if loss in {"binary_crossentropy", "binary_focal_crossentropy"} else num_classes
-        if units != expected or len(shape) != 2:
+        binary = loss in {"binary_crossentropy", "binary_focal_crossentropy"}
+        if binary and num_classes != 2:
+            raise ConfigError([src.problem(path, f"the loss {cfg.training.loss} (one sigmoid "
+                                           f"output) fits 2 classes, but the data has "
+                                           f"{num_classes} classes: use units: {num_classes} with "
+                                           "activation: softmax and a categorical loss")])
+        expected = 1 if binary else num_classes
+        if units != expected:
             wants = "one output per class" if expected == num_classes else "one sigmoid output"
             raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
                                            f"but the data has {num_classes} classes and the loss "
                                            f"{cfg.training.loss} needs {wants}: expected "
                                            f"(None, {expected}); set units: {expected}")])
-    if cfg.dataset.task == "regression" and len(shape) != 2:
-        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}; a "
-                                       "regression needs (None, targets): add Flatten before the "
-                                       "last Dense")])
 
 
 def _shape(shape) -> str:

@@ -129,7 +129,7 @@ def test_top_level_scalar_is_named_as_a_user_reads_it(cli, here, text, kind):
 
 @pytest.mark.parametrize("text, prefix, valid", [
     (tiny(extra="zzzqqq: 1\n"), "cfg.yaml:15: zzzqqq: unknown key",
-     r"keys: name, seed, dataset, preprocessing, model, training"),
+     r" keys: name, seed, dataset, preprocessing, model, training"),
     (tiny("units: 8,", "zzzqqq: 8, units: 8,"),
      "cfg.yaml:10: model.layers[1].Dense.zzzqqq: Dense has no argument 'zzzqqq'",
      r": activation, .*, units, use_bias"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dlmine.config.checks import RULES, resolve
+from dlmine.config.checks import resolve, run_rules
 from dlmine.config.loading import Sources, apply_overrides, build, parse_yaml, source_name
 from dlmine.config.schema import REQUIRED, Config
 from dlmine.errors import ConfigError, Problem, UsageError
@@ -52,16 +52,16 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         raise UsageError(f"cannot read config file {name}: {exc}") from None
     data, sources = parse_yaml(text, name)
     if not isinstance(data, dict):
+        from dlmine.config.loading import describe_value
+
         raise ConfigError([Problem(f"{name}:1", "", "expected a mapping with the sections "
-                                   f"dataset, model, training; received a {type(data).__name__}")])
+                                   f"dataset, model, training; received {describe_value(data)}")])
     problems = apply_overrides(data, overrides, sources)
     if seed is not None:
         data["seed"] = seed
     config = build(Config, data, (), sources, problems, REQUIRED)
     resolve(config, default_name=path.stem)
-    if not problems:
-        for rule in RULES:
-            problems.extend(rule(config, sources))
+    problems.extend(run_rules(config, sources, problems))
     if check_model and isinstance(config.model.layers, list) and config.model.layers:
         from dlmine.model import check_spec
 

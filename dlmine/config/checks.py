@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dlmine.config.loading import Sources
+from dlmine.config.loading import Sources, suggest
 from dlmine.config.schema import Config
 from dlmine.errors import Problem
 
@@ -127,11 +127,66 @@ def check_name(cfg: Config, src: Sources) -> list[Problem]:
                         "directory; set `name:` to letters, digits, '.', '_' and '-'")]
 
 
-RULES: list[Callable[[Config, Sources], list[Problem]]] = [
-    check_name, check_dataset_path, check_reshape, check_layers_listed, check_optimizer,
-    check_loss_fits_labels, check_regression_options, check_monitors_have_validation,
-    check_class_weight,
+def logged_metrics(cfg: Config) -> list[str]:
+    """The keys of the epoch logs this config will produce, for `monitor` to name."""
+    names = ["loss", *(cfg.training.metrics or [])]
+    if "acc" in names or "accuracy" in names:
+        names += ["acc", "accuracy"]
+    names = list(dict.fromkeys(names))
+    if cfg.dataset.validation_split is not None:
+        names += [f"val_{n}" for n in names]
+    return names + ["learning_rate"]
+
+
+def check_monitor_names(cfg: Config, src: Sources) -> list[Problem]:
+    logged = logged_metrics(cfg)
+    problems = []
+    for path in MONITORS:
+        section = getattr(cfg.training, path[1])
+        if section is None or section.monitor in logged:
+            continue
+        if section.monitor.startswith("val_") and cfg.dataset.validation_split is None:
+            continue  # check_monitors_have_validation says why
+        problems.append(src.problem(path + ("monitor",), f"'{section.monitor}' is not logged by "
+                                    f"this training{suggest(section.monitor, logged)} Logged: "
+                                    f"{', '.join(x for x in logged if not x.endswith('_acc'))}"))
+    return problems
+
+
+MONITOR_INPUTS = ("dataset.validation_split", "training.metrics", "training.early_stopping",
+                  "training.reduce_lr_on_plateau", "training.checkpoint")
+# Each rule with the keys it reads: a rule is skipped when one of them already has a problem,
+# so that a typo is reported once, not again as the cross-field problem its default causes.
+RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] = [
+    (check_name, ("name",)),
+    (check_dataset_path, ("dataset.name", "dataset.path")),
+    (check_reshape, ("preprocessing.reshape",)),
+    (check_layers_listed, ("model.layers",)),
+    (check_optimizer, ("training.optimizer",)),
+    (check_loss_fits_labels, ("training.loss", "preprocessing.labels", "dataset.task")),
+    (check_regression_options, ("dataset.task", "training.class_weight")),
+    (check_monitors_have_validation, MONITOR_INPUTS),
+    (check_monitor_names, MONITOR_INPUTS),
+    (check_class_weight, ("training.class_weight",)),
 ]
+
+
+def run_rules(cfg: Config, src: Sources, problems: list[Problem]) -> list[Problem]:
+    """The cross-field problems whose inputs passed the structural checks."""
+    broken = {p.key for p in problems}
+    found = []
+    for rule, inputs in RULES:
+        if any(_touches(key, b) for key in inputs for b in broken):
+            continue
+        found.extend(rule(cfg, src))
+    return found
+
+
+def _touches(key: str, broken: str) -> bool:
+    if not broken:
+        return True
+    return key == broken or key.startswith(broken + ".") or broken.startswith(key + ".") \
+        or broken.startswith(key + "[")
 
 
 def resolve(cfg: Config, default_name: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -43,9 +44,14 @@ class Sources:
         self.overrides: dict[Path_, str] = {}
 
     def where(self, path: Path_) -> str:
+        """Where `path` was set: its own `--set`, one that set a key below it, or its line."""
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return self.overrides[path[:n]]
+            if n == len(path):
+                below = [o for p, o in self.overrides.items() if p[:len(path)] == path and path]
+                if below:
+                    return below[0]
             if path[:n] in self.lines:
                 return f"{self.filename}:{self.lines[path[:n]]}"
         return f"{self.filename}:1"
@@ -63,11 +69,31 @@ def suggest(name: str, choices) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_SHORT = reprlib.Repr()  # bounded: an alias bomb must not be expanded to be shown
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 3, 6, 6, 60
+KINDS = {str: "string", bool: "boolean", int: "integer", float: "number", list: "list",
+         dict: "mapping", type(None): "null"}
+
+
 def received(value: Any) -> str:
-    kinds = {str: "string", bool: "boolean", int: "integer", float: "number",
-             list: "list", dict: "mapping", type(None): "null"}
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return f"received {shown} ({kinds.get(type(value), type(value).__name__)})"
+    """`received 'ten' (string)`: the value, shortened, and its YAML kind."""
+    shown = _SHORT.repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"received {shown} ({KINDS.get(type(value), type(value).__name__)})"
+
+
+def describe_value(value: Any) -> str:
+    """`an integer`, `a string`, `a list`: a value's kind as a sentence says it."""
+    kind = KINDS.get(type(value), type(value).__name__)
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def valid_list(name: str, choices, label: str = "Valid") -> str:
+    """`; did you mean 'x'? Valid: a, b` or `. Valid: a, b` when nothing is close."""
+    hint = suggest(name, choices)
+    listed = f"{label}: {', '.join(str(c) for c in sorted(choices, key=str))}" if label == "Valid" \
+        else f"{label}: {', '.join(str(c) for c in choices)}"
+    return f"{hint} {listed}" if hint else f". {listed}"
 
 
 # --- YAML --------------------------------------------------------------------------------------
@@ -94,6 +120,12 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, Sources]:
         raise ConfigError([Problem(f"{filename}:1", "", "the file is empty; expected a mapping "
                                    "with the sections dataset, model, training")])
     problems: list[Problem] = []
+    _check_nodes(root, sources, problems)
+    return yaml.safe_load(text), sources
+
+
+def _check_nodes(root, sources: Sources, problems: list) -> None:
+    filename = sources.filename
     if _expanded_size(root, {}) > MAX_NODES:
         raise ConfigError([Problem(f"{filename}:{root.start_mark.line + 1}", "",
                                    f"the YAML expands to more than {MAX_NODES} nodes through "
@@ -101,7 +133,6 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, Sources]:
     _walk(root, (), sources, problems, 0)
     if problems:
         raise ConfigError(problems)
-    return yaml.safe_load(text), sources
 
 
 def _yaml_problem(exc: yaml.YAMLError, filename: str) -> Problem:
@@ -131,6 +162,16 @@ _PLAIN_TAG = re.compile(r"^tag:yaml\.org,2002:(str|int|float|bool|null|map|seq|b
                         r"set|omap|pairs|merge|value)$")
 
 
+def _key_value(key: yaml.ScalarNode):
+    """A mapping key as `safe_load` will build it: `2:` is the integer 2, not the text '2'."""
+    if key.tag == "tag:yaml.org,2002:int":
+        try:
+            return int(key.value.replace("_", ""), 0)
+        except ValueError:
+            return key.value
+    return key.value
+
+
 def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> None:
     line = node.start_mark.line + 1
     if depth > MAX_DEPTH:
@@ -144,14 +185,23 @@ def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> No
                                 "nothing was executed"))
         return
     if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 problems.append(Problem(f"{sources.filename}:{key.start_mark.line + 1}",
                                         dotted(path), "expected plain keys, received a "
                                         "mapping or list used as a key"))
                 continue
-            child = path + (key.value,)
-            sources.lines.setdefault(child, key.start_mark.line + 1)
+            name = _key_value(key)
+            child = path + (name,)
+            key_line = key.start_mark.line + 1
+            if name in seen:
+                problems.append(Problem(f"{sources.filename}:{key_line}", dotted(child),
+                                        f"duplicate key (first given at line {seen[name]}); "
+                                        "YAML would silently keep only the last one"))
+                continue
+            seen[name] = key_line
+            sources.lines.setdefault(child, key_line)
             _walk(value, child, sources, problems, depth + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
@@ -192,15 +242,40 @@ def apply_overrides(data: dict, overrides, sources: Sources) -> list[Problem]:
                                     "training.epochs=5 or model.layers[0].Dense.units=64"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
+            value = _override_value(raw, origin)
+        except ConfigError as exc:
+            problems.extend(Problem(origin, dotted(path + _sub_path(p.key)), p.message)
+                            for p in exc.problems)
+            continue
         error = _set_path(data, path, value)
         if error:
             problems.append(Problem(origin, dotted(path), error))
         else:
             sources.overrides[path] = origin
     return problems
+
+
+def _override_value(raw: str, origin: str) -> Any:
+    """VALUE of `--set KEY=VALUE`, through the same guards as a file; text that is not
+    YAML is taken as a string."""
+    if not raw.strip():
+        return None
+    try:
+        root = yaml.compose(raw, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError([Problem(origin, "", "the value nests deeper than Python can parse; "
+                                   "refused")]) from None
+    except yaml.YAMLError:
+        return raw
+    problems: list[Problem] = []
+    _check_nodes(root, Sources(origin), problems)
+    if problems:
+        raise ConfigError(problems)
+    return yaml.safe_load(raw)
+
+
+def _sub_path(key: str) -> Path_:
+    return parse_key(key) or () if key else ()
 
 
 def _set_path(data: Any, path: Path_, value: Any) -> str | None:
@@ -243,8 +318,8 @@ def build(cls, data: Any, path: Path_, sources: Sources, problems: list, require
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            problems.append(sources.problem(path + (key,), "unknown key" + suggest(key, fields)
-                                            + f" Valid keys: {', '.join(fields)}"))
+            problems.append(sources.problem(path + (key,), "unknown key"
+                                            + valid_list(key, list(fields), "Valid keys")))
     values = {}
     for name, spec in fields.items():
         if name not in data:
