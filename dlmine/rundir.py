@@ -156,6 +156,11 @@ class RunDir:
         path = Path(path)
         if not path.is_dir():
             raise UsageError(f"run directory not found: {path}")
+        links = [p for p in [path / CHECKPOINTS, *path.iterdir(), *_files(path / CHECKPOINTS)]
+                 if p.is_symlink()]
+        if links:
+            raise UsageError(f"{links[0]} is a symbolic link; dlmine neither reads nor writes "
+                             "through links inside a run directory")
         if not (path / CONFIG).is_file():
             raise UsageError(f"{path} is not a dlmine run directory: it has no {CONFIG}")
         return cls(path)
@@ -206,6 +211,10 @@ class RunDir:
             yield
         finally:
             _remove_quietly(lock)
+
+
+def _files(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
 
 
 def _lock_owner(lock: Path) -> int | None:
