@@ -72,8 +72,11 @@ def main(debug: bool) -> None:
 @click.option("--seed", type=int, help="Override the config's seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True, help="Where to train; gpu without a GPU is an error.")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="k-fold cross-validation: one run per fold in RUN_DIR/fold-K/.")
 @click.option("--quiet", is_flag=True, help="Print nothing but the run directory.")
-def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device, quiet) -> None:
+def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device, folds,
+          quiet) -> None:
     """Train CONFIG, evaluate it on the test split, print the run directory.
 
     With --resume RUN_DIR (and no CONFIG, or the same one), continue an interrupted run.
@@ -82,8 +85,9 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
 
     if config is None and resume_dir is None:
         raise click.UsageError("give a CONFIG to train, or --resume RUN_DIR")
-    if resume_dir is not None and run_dir is not None:
-        raise click.UsageError("--resume continues RUN_DIR in place; --run-dir cannot be used")
+    if resume_dir is not None and (run_dir is not None or folds):
+        raise click.UsageError("--resume continues RUN_DIR in place; --run-dir and --folds "
+                               "cannot be used with it")
     devices.select(device)
     devices.import_keras(_debug())
     from dlmine.config import load_config
@@ -101,7 +105,7 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
     else:
         loaded = load_config(config, overrides, seed=seed)
         run = run_training(loaded, run_dir=run_dir, runs_root=runs_root, device=device,
-                           reporter=reporter, argv=sys.argv[1:])
+                           reporter=reporter, argv=sys.argv[1:], folds=folds)
     click.echo(str(run.path))
 
 

@@ -73,7 +73,22 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, cfg: Config, class_names
         metrics.update(r2=float(r2_score(truth, guess)), mse=float(mean_squared_error(truth, guess)),
                        mae=float(mean_absolute_error(truth, guess)))
         return {"metrics": metrics, "samples": int(len(x))}
-    return {"metrics": metrics, **classification_report(y, predicted, class_names)}
+    report = classification_report(y, predicted, class_names)
+    if len(report["labels"]) == 2:
+        metrics.update(binary_auc(report["truth"], predicted))
+    del report["truth"]
+    return {"metrics": metrics, **report}
+
+
+def binary_auc(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    """ROC AUC and PR AUC (average precision) of the positive class, label 1."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    score = predicted[:, -1] if predicted.ndim > 1 else predicted
+    if len(np.unique(truth)) < 2:
+        return {}  # one class only in this split: AUC is undefined
+    return {"roc_auc": float(roc_auc_score(truth, score)),
+            "pr_auc": float(average_precision_score(truth, score))}
 
 
 def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: list) -> dict:
@@ -95,7 +110,7 @@ def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: lis
                  for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)}
     matrix = confusion_matrix(truth, guess, labels=labels)
     return {"per_class": per_class, "confusion_matrix": matrix.tolist(), "labels": names,
-            "samples": int(len(truth)), "macro_f1": float(np.mean(f1))}
+            "samples": int(len(truth)), "macro_f1": float(np.mean(f1)), "truth": truth}
 
 
 def _load_with_fallback(run: RunDir, checkpoint: str, reporter: Reporter):

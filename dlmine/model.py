@@ -61,13 +61,20 @@ def check_spec(cfg: Config, src: Sources) -> list[Problem]:
     """Problems with layer names and arguments, the optimizer, the loss and the metrics."""
     problems: list[Problem] = []
     registry = layer_registry()
-    for index, item in enumerate(cfg.model.layers):
-        _make_layer(item, ("model", "layers", index), registry, src, problems)
+    for path, item in stacked_layers(cfg):
+        _make_layer(item, path, registry, src, problems)
     problems.extend(_check_optimizer(cfg, src))
     problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src))
     for i, metric in enumerate(cfg.training.metrics or []):
         problems.extend(_check_named(metric, "metric", ("training", "metrics", i), src))
     return problems
+
+
+def stacked_layers(cfg: Config) -> list[tuple[tuple, Any]]:
+    """(key path, layer item) of `preprocessing.augmentation`, then of `model.layers`."""
+    return ([(("preprocessing", "augmentation", i), item)
+             for i, item in enumerate(cfg.preprocessing.augmentation)]
+            + [(("model", "layers", i), item) for i, item in enumerate(cfg.model.layers)])
 
 
 def parse_layer(item: Any, path: tuple, src: Sources, problems: list):
@@ -194,7 +201,8 @@ def _first_line(exc: Exception) -> str:
 
 # --- building -----------------------------------------------------------------------------------
 
-def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None):
+def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None,
+                kind: str = "arrays"):
     """Build the Sequential model on `input_shape`, checking each layer's shape in turn.
 
     Raises:
@@ -207,10 +215,12 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     problems: list[Problem] = []
     keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
     keras.utils.set_random_seed(cfg.seed)
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    x = inputs
-    for index, item in enumerate(cfg.model.layers):
-        path = ("model", "layers", index)
+    if kind == "text":
+        inputs, x = _text_input(cfg, src)
+    else:
+        inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+        x = inputs
+    for path, item in stacked_layers(cfg):
         layer = _make_layer(item, path, registry, src, problems)
         if layer is None:
             raise ConfigError(problems)
@@ -223,6 +233,30 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     check_output(cfg, src, x.shape, num_classes)
     model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
     return model
+
+
+def _text_input(cfg: Config, src: Sources):
+    """A string input and the `TextVectorization` layer (adapted later, on the training split)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError([src.problem(("dataset", "name"), "text data needs the TensorFlow "
+                                       f"backend (string tensors); KERAS_BACKEND is "
+                                       f"{keras.backend.backend()}")])
+    text = cfg.preprocessing.text
+    inputs = keras.Input(shape=(1,), dtype="string", name="text")
+    vectorize = keras.layers.TextVectorization(
+        max_tokens=text.max_tokens, output_sequence_length=text.sequence_length,
+        ngrams=text.ngrams, output_mode="int", name="text_vectorization")
+    return inputs, vectorize(inputs)
+
+
+def adapt_text(model, texts) -> None:
+    """Fit the vocabulary of the model's `TextVectorization` layer on the training texts."""
+    import numpy as np
+
+    layer = model.get_layer("text_vectorization")
+    layer.adapt(np.asarray(texts, dtype=object).reshape(-1))
 
 
 def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | None) -> None:

@@ -34,10 +34,15 @@ class Prepared:
     model: object
     info: datamod.DataInfo
     preprocessor: datamod.Preprocessor
+    splits: datamod.Splits | None = None
 
 
-def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None) -> Prepared:
+def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None,
+                        splits: datamod.Splits | None = None) -> Prepared:
     """Build the model on the shape the data will give, without loading the data.
+
+    Tables and texts are the exception: their input width (a table's encoded columns) or
+    vocabulary is known from the data only, so `splits` are loaded (or given) first.
 
     Raises:
         ConfigError: a layer does not fit, the output does not fit the classes, or
@@ -47,17 +52,18 @@ def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None) ->
     from dlmine.model import build_model
 
     cfg, src = loaded.config, loaded.sources
-    info = datamod.describe(cfg.dataset)
+    if splits is None and cfg.dataset.name in datamod.NEEDS_DATA:
+        splits = datamod.load(cfg.dataset, cfg.seed)
+    info = splits.info if splits is not None else datamod.describe(cfg.dataset)
     if num_classes is not None:
         info.num_classes = num_classes
-    prep = datamod.Preprocessor(cfg.preprocessing, cfg.dataset.task, info.num_classes,
-                                info.sample_shape)
+    prep = datamod.Preprocessor.for_data(cfg.preprocessing, cfg.dataset.task, info)
     try:
         input_shape = prep.output_shape()
     except DataError as exc:
         raise ConfigError([src.problem(("preprocessing", "reshape"), str(exc))]) from None
-    model = build_model(cfg, src, input_shape, info.num_classes)
-    return Prepared(loaded, model, info, prep)
+    model = build_model(cfg, src, input_shape, info.num_classes, info.kind)
+    return Prepared(loaded, model, info, prep, splits)
 
 
 @dataclass
@@ -75,8 +81,12 @@ class Session:
 
 
 def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
-          reporter: Reporter, argv: list[str]) -> RunDir:
+          reporter: Reporter, argv: list[str], folds: int | None = None) -> RunDir:
     """Train a config into a new run directory and evaluate it on the test split.
+
+    Args:
+        folds: k-fold cross-validation: one run per fold in `RUN_DIR/fold-K/`, each validated
+            on its fold, and the mean and standard deviation of their test metrics.
 
     Returns:
         The run directory, `completed`.
@@ -86,20 +96,36 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
         TrainingError: the loss diverged (the run is marked `failed`).
         Interrupted: Ctrl-C or SIGTERM (the run is marked `interrupted`).
     """
-    from dlmine.model import compile_model
-
     cfg = loaded.config
     device_used = _set_up_backend(cfg, device)
     prepared = build_checked_model(loaded)
-    splits = datamod.load(cfg.dataset, cfg.seed)
-    if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
-        prepared = build_checked_model(loaded, splits.info.num_classes)  # labels describe() missed
+    splits = prepared.splits or datamod.load(cfg.dataset, cfg.seed)
+    run = RunDir.create(run_dir, runs_root, cfg.name)
+    if folds:
+        from dlmine.folds import train_folds
+
+        return train_folds(loaded, splits, run, folds, device_used, reporter, argv)
+    _new_run(loaded, prepared, splits, run, device_used, reporter, argv)
+    return run
+
+
+def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, run: RunDir,
+             device_used: str, reporter: Reporter, argv: list[str]) -> dict:
+    """Fit the preprocessing, write the run's first files, train and evaluate; the report."""
+    from dlmine.model import compile_model
+
+    cfg = loaded.config
+    if (cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes) \
+            or prepared.preprocessor.output_shape() != _fitted_shape(cfg, splits):
+        prepared = build_checked_model(loaded, splits.info.num_classes, splits)
     prep = prepared.preprocessor
     prep.num_classes = splits.info.num_classes
     compile_model(prepared.model, cfg)
     prep.fit(splits.x_train)
+    if splits.info.kind == "text":
+        from dlmine.model import adapt_text
 
-    run = RunDir.create(run_dir, runs_root, cfg.name)
+        adapt_text(prepared.model, splits.x_train)
     config_text = to_yaml(cfg)
     run.write(CONFIG, config_text)
     run.write_json(RUN_JSON, {
@@ -118,6 +144,12 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
         run.write(name, content)
     session = Session(run, cfg, prepared.model, prep, splits)
     return _run_session(session, reporter, argv)
+
+
+def _fitted_shape(cfg, splits: datamod.Splits) -> tuple:
+    """The input shape the preprocessing will give once fitted on these splits' training part."""
+    prep = datamod.Preprocessor.for_data(cfg.preprocessing, cfg.dataset.task, splits.info)
+    return prep.fit(splits.x_train).output_shape() if prep.kind == "table" else prep.output_shape()
 
 
 def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
@@ -169,7 +201,8 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
                                                "device": device_used, "config_changes": changes}]
         run.update_run(status="running", ended=None, error=None, resumed=resumes)
 
-    return _run_session(session, reporter, argv, before=mark_resumed)
+    _run_session(session, reporter, argv, before=mark_resumed)
+    return run
 
 
 def _saved_config(run: RunDir):
@@ -213,7 +246,7 @@ def _set_up_backend(cfg, device: str) -> str:
     return used
 
 
-def _run_session(session: Session, reporter: Reporter, argv: list[str], before=None) -> RunDir:
+def _run_session(session: Session, reporter: Reporter, argv: list[str], before=None) -> dict:
     run = session.run
     started = time.time()
     with run.lock():
@@ -227,7 +260,7 @@ def _run_session(session: Session, reporter: Reporter, argv: list[str], before=N
             fail_run(run, exc)
             raise
     reporter.metrics_table("test metrics (best checkpoint)", report["metrics"])
-    return run
+    return report
 
 
 def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:

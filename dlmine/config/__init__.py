@@ -68,8 +68,9 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         problems.extend(check_spec(config, sources))
     if problems:
         raise ConfigError(sorted(problems, key=_reading_order))
-    if config.dataset.path:
-        config.dataset.path = str((path.parent / config.dataset.path).resolve())
+    for key in ("path", "test_path"):
+        if getattr(config.dataset, key):
+            setattr(config.dataset, key, str((path.parent / getattr(config.dataset, key)).resolve()))
     return LoadedConfig(config, sources, path)
 
 

@@ -27,14 +27,51 @@ def loss_name(loss: str) -> str:
     return {"mse": "mean_squared_error", "mae": "mean_absolute_error"}.get(snake, snake)
 
 
+FILE_KINDS = {"npz": "the .npz file", "csv": "the CSV file", "parquet": "the Parquet file",
+              "text": "a CSV file with a text column, or a folder of class folders",
+              "images": "a folder with one sub-folder of images per class"}
+
+
 def check_dataset_path(cfg: Config, src: Sources) -> list[Problem]:
     ds = cfg.dataset
-    if ds.name == "npz" and not ds.path:
-        return [src.problem(("dataset",), "name: npz needs `path:`, the .npz file to read")]
-    if ds.name != "npz" and ds.path:
-        return [src.problem(("dataset", "path"), f"`path` is only read with name: npz; "
-                            f"'{ds.name}' is a built-in dataset. Remove `path` or set name: npz")]
-    return []
+    if ds.name in FILE_KINDS and not ds.path:
+        return [src.problem(("dataset",), f"name: {ds.name} needs `path:`, {FILE_KINDS[ds.name]}")]
+    problems = []
+    for key in ("path", "test_path"):
+        if ds.name not in FILE_KINDS and getattr(ds, key):
+            problems.append(src.problem(("dataset", key), f"'{ds.name}' is a built-in dataset, "
+                                        f"which reads no `{key}`; remove it, or set name to one "
+                                        f"of {', '.join(FILE_KINDS)}"))
+    if ds.name == "npz" and ds.test_path:
+        problems.append(src.problem(("dataset", "test_path"), "an .npz holds its own test set "
+                                    "(x_test, y_test); remove `test_path`"))
+    return problems
+
+
+def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
+    """Keys that only one kind of data reads, and the keys a kind requires."""
+    ds, problems = cfg.dataset, []
+    if ds.name in ("csv", "parquet") and not ds.target:
+        problems.append(src.problem(("dataset",), f"name: {ds.name} needs `target:`, the "
+                                    "column to predict"))
+    if ds.name == "images" and not ds.image_size:
+        problems.append(src.problem(("dataset",), "name: images needs `image_size: [height, "
+                                    "width]`, the size every image is resized to"))
+    if ds.image_size is not None and (len(ds.image_size) != 2 or min(ds.image_size) < 1):
+        problems.append(src.problem(("dataset", "image_size"), "expected [height, width], two "
+                                    f"integers >= 1, received {ds.image_size}"))
+    if ds.columns is not None:
+        if ds.name not in ("csv", "parquet"):
+            problems.append(src.problem(("dataset", "columns"), "`columns` is read for tables "
+                                        "only (name: csv or parquet)"))
+        from dlmine.data.tabular import KINDS
+
+        for column, kind in ds.columns.items():
+            if kind not in KINDS:
+                problems.append(src.problem(("dataset", "columns", column), "expected one of: "
+                                            f"{', '.join(KINDS)}, received {kind!r}"
+                                            f"{suggest(str(kind), KINDS)}"))
+    return problems
 
 
 def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
@@ -159,7 +196,9 @@ MONITOR_INPUTS = ("dataset.validation_split", "training.metrics", "training.earl
 # so that a typo is reported once, not again as the cross-field problem its default causes.
 RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] = [
     (check_name, ("name",)),
-    (check_dataset_path, ("dataset.name", "dataset.path")),
+    (check_dataset_path, ("dataset.name", "dataset.path", "dataset.test_path")),
+    (check_dataset_kind_keys, ("dataset.name", "dataset.target", "dataset.image_size",
+                               "dataset.columns")),
     (check_reshape, ("preprocessing.reshape",)),
     (check_layers_listed, ("model.layers",)),
     (check_optimizer, ("training.optimizer",)),

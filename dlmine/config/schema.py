@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
-DATASET_NAMES = (*BUILTIN_DATASETS, "npz")
+TABLE_FORMATS = ("csv", "parquet")
+DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -55,11 +56,34 @@ def doc(text: str, default: Any = None, *, check=None, factory=None):
 class DatasetConfig:
     name: Literal[DATASET_NAMES] = doc(
         "Which data: `mnist`, `fashion_mnist`, `cifar10`, `cifar100` (Keras' loaders, found first "
-        "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), or "
-        "`npz` (a local file named by `path`).", "digits")
+        "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), "
+        "`npz` (arrays in a local file), `csv` or `parquet` (a table), `text` (a CSV with a text "
+        "column, or a folder with one sub-folder of `.txt` files per class), `images` (a folder "
+        "with one sub-folder of images per class).", "digits")
     path: str | None = doc(
-        "With `name: npz`: the `.npz` file holding `x_train`, `y_train` and optionally `x_test`, "
-        "`y_test` and `class_names`; relative to the config file's folder.")
+        "The file or folder of `npz`, `csv`, `parquet`, `text` and `images`; relative to the "
+        "config file's folder. An `.npz` holds `x_train`, `y_train` and optionally `x_test`, "
+        "`y_test` and `class_names`.")
+    test_path: str | None = doc(
+        "A separate test file or folder (same layout as `path`); null: the test split is held "
+        "out of `path` (`test_split`).")
+    target: str | None = doc(
+        "Tables and text CSVs: the column to predict. Required for `csv` and `parquet`; "
+        "`label` for a text CSV when null.")
+    columns: dict | None = doc(
+        "Tables: the feature columns and their kind, `{column: numeric|categorical|ignore}`; "
+        "null: every column but the target, numeric when the column holds numbers, else "
+        "categorical. Numeric columns are standardized and categorical ones one-hot encoded "
+        "(with a slot for values unseen in training), fitted on the training split.")
+    missing: Literal["error", "impute", "drop"] = doc(
+        "Tables: rows with missing values are an `error` (named by row and column), `impute`d "
+        "(numeric: the training mean; categorical: a category of their own), or `drop`ped.",
+        "error")
+    text_column: str = doc("Text CSVs: the column holding the text.", "text")
+    image_size: list[int] | None = doc(
+        "Images: every image is resized to `[height, width]`. Required for `images`.")
+    color_mode: Literal["rgb", "grayscale"] = doc(
+        "Images: 3 channels (`rgb`) or 1 (`grayscale`).", "rgb")
     limit: int | None = doc(
         "Use only the first N training samples (before the validation split); null for all.",
         check=lambda v: None if v is None else _positive(v))
@@ -78,6 +102,16 @@ class DatasetConfig:
 
 
 @dataclass
+class TextConfig:
+    max_tokens: int = doc("Vocabulary size, the padding and unknown tokens included.", 10000,
+                          check=_positive)
+    sequence_length: int = doc("Tokens per text: longer texts are cut, shorter ones padded.",
+                               100, check=_positive)
+    ngrams: int | None = doc("Also index n-grams up to this length; null for single words.",
+                             check=lambda v: None if v is None else _positive(v))
+
+
+@dataclass
 class PreprocessingConfig:
     rescale: float | None = doc(
         "Multiply the inputs by this factor, e.g. `1/255` (a fraction is accepted); null for none.")
@@ -91,6 +125,12 @@ class PreprocessingConfig:
     labels: Literal["integer", "onehot"] = doc(
         "Class labels as integers (for `sparse_categorical_crossentropy`) or one-hot vectors "
         "(for `categorical_crossentropy`). Ignored for regression.", "integer")
+    text: TextConfig = doc(
+        "Text: the `TextVectorization` layer that dlmine puts first in the model, adapted on the "
+        "training split and saved inside the model.", factory=lambda: TextConfig())
+    augmentation: list[Any] = doc(
+        "Layers put before `model.layers`, written like them, e.g. `- RandomFlip: {mode: "
+        "horizontal}`; Keras' `Random*` layers act in training only.", factory=list)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Data: named datasets and files -> splits -> preprocessing fitted on train only."""
 
-from dlmine.data.datasets import DataInfo, Splits, describe, load
+from dlmine.data.datasets import NEEDS_DATA, DataInfo, Splits, describe, load
 from dlmine.data.preprocessing import Preprocessor
 
-__all__ = ["DataInfo", "Preprocessor", "Splits", "describe", "load"]
+__all__ = ["NEEDS_DATA", "DataInfo", "Preprocessor", "Splits", "describe", "load"]

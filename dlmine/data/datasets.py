@@ -35,11 +35,21 @@ DATA_DIR_ENV = "DLMINE_DATA_DIR"
 
 @dataclass
 class DataInfo:
-    """What the model needs to know before any data loads."""
+    """What the model needs to know before any data loads.
+
+    `kind` is `arrays` (numbers of a fixed shape), `table` (raw columns, encoded by the
+    preprocessing) or `text` (one string per sample); `columns` holds a table's feature
+    columns and their kinds.
+    """
 
     sample_shape: tuple
     num_classes: int | None
     class_names: list = field(default_factory=list)
+    kind: str = "arrays"
+    columns: dict = field(default_factory=dict)
+
+
+NEEDS_DATA = ("csv", "parquet", "text")  # their input shape is known only from the data
 
 
 @dataclass
@@ -64,9 +74,16 @@ class Splits:
 
 def describe(cfg: DatasetConfig) -> DataInfo:
     """The sample shape and classes of a dataset, reading no more than array headers."""
+    if cfg.name in NEEDS_DATA:
+        raise ValueError(f"describe() cannot tell the shape of '{cfg.name}' data; load() it")
     if cfg.name in BUILTIN:
         shape, classes, names = BUILTIN[cfg.name]
         info = DataInfo(shape, classes, list(names))
+    elif cfg.name == "images":
+        from dlmine.data.files import image_info
+
+        shape, names = image_info(cfg)
+        info = DataInfo(shape, len(names), names)
     else:
         info = _describe_npz(Path(cfg.path), cfg.task)
     if cfg.task == "regression":
@@ -82,12 +99,7 @@ def load(cfg: DatasetConfig, seed: int) -> Splits:
     Raises:
         DataError: the file is missing, unreadable, or its arrays do not fit together.
     """
-    if cfg.name == "npz":
-        arrays = _read_npz(Path(cfg.path))
-    elif cfg.name == "digits":
-        arrays = _load_digits()
-    else:
-        arrays = _load_keras_dataset(cfg.name)
+    arrays = _read_source(cfg)
     x_train, y_train = arrays["x_train"], _labels(arrays["y_train"], cfg, "y_train")
     if "x_test" in arrays:
         x_test, y_test = arrays["x_test"], _labels(arrays["y_test"], cfg, "y_test")
@@ -99,13 +111,50 @@ def load(cfg: DatasetConfig, seed: int) -> Splits:
     x_val = y_val = None
     if cfg.validation_split is not None:
         x_train, x_val, y_train, y_val = _split(x_train, y_train, cfg.validation_split, seed, cfg)
-    info = describe(cfg)
+    info = _info_from(arrays, cfg, x_train)
     if cfg.task == "classification":
         seen = int(max(y_train.max(), y_test.max())) + 1
         info.num_classes = max(info.num_classes or 0, seen)
         if len(info.class_names) < info.num_classes:
             info.class_names = [str(i) for i in range(info.num_classes)]
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, fingerprint)
+
+
+def _read_source(cfg: DatasetConfig) -> dict:
+    from dlmine.data import files
+
+    if cfg.name == "npz":
+        return _read_npz(Path(cfg.path))
+    if cfg.name == "digits":
+        return _load_digits()
+    if cfg.name in ("csv", "parquet"):
+        return files.load_table(cfg)
+    if cfg.name == "text":
+        return files.load_text(cfg)
+    if cfg.name == "images":
+        return files.load_images(cfg)
+    return _load_keras_dataset(cfg.name)
+
+
+def _info_from(arrays: dict, cfg: DatasetConfig, x_train) -> DataInfo:
+    """The DataInfo of loaded data; a table's width is that of its encoder on `x_train`."""
+    if cfg.name in ("csv", "parquet"):
+        from dlmine.data.tabular import TableEncoder
+
+        width = TableEncoder(arrays["columns"]).fit(x_train).width()
+        info = DataInfo((width,), None, list(arrays.get("class_names") or []), "table",
+                        arrays["columns"])
+    elif cfg.name == "text":
+        info = DataInfo((1,), None, list(arrays["class_names"]), "text")
+    else:
+        info = describe(cfg)
+    if cfg.task == "regression":
+        info.num_classes, info.class_names = None, []
+    elif info.num_classes is None:
+        info.num_classes = len(info.class_names)
+    if cfg.class_names:
+        info.class_names = list(cfg.class_names)
+    return info
 
 
 def _split(x, y, fraction, seed, cfg):
@@ -140,9 +189,16 @@ def _labels(y: np.ndarray, cfg: DatasetConfig, key: str) -> np.ndarray:
     return y.astype("int64")
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
+def _fingerprint(*arrays) -> str:
     digest = hashlib.sha256()
     for array in arrays:
+        if hasattr(array, "columns"):  # a table: hash its columns' names and every value
+            import pandas as pd
+
+            digest.update(",".join(array.columns).encode())
+            array = pd.util.hash_pandas_object(array, index=False).to_numpy()
+        elif array.dtype == object:  # texts
+            array = np.array([hashlib.sha256(str(v).encode()).digest() for v in array])
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))

@@ -35,16 +35,29 @@ class Preprocessor:
     """
 
     def __init__(self, cfg: PreprocessingConfig, task: str, num_classes: int | None,
-                 sample_shape: tuple):
+                 sample_shape: tuple, kind: str = "arrays", columns: dict | None = None):
         self.cfg = cfg
         self.task = task
         self.num_classes = num_classes
         self.sample_shape = tuple(sample_shape)
+        self.kind = kind
+        self.encoder = None
+        if kind == "table":
+            from dlmine.data.tabular import TableEncoder
+
+            self.encoder = TableEncoder(columns or {})
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 
+    @classmethod
+    def for_data(cls, cfg: PreprocessingConfig, task: str, info) -> Preprocessor:
+        """The preprocessor of data described by a `DataInfo`."""
+        return cls(cfg, task, info.num_classes, info.sample_shape, info.kind, info.columns)
+
     def output_shape(self) -> tuple:
         """The shape of one preprocessed sample: what the model's input is built on."""
+        if self.kind in ("table", "text"):
+            return self.sample_shape
         shape = self.sample_shape
         if self.cfg.reshape is not None:
             shape = _reshaped(shape, self.cfg.reshape)
@@ -53,7 +66,13 @@ class Preprocessor:
         return tuple(shape)
 
     def fit(self, x_train: np.ndarray) -> Preprocessor:
-        """Fit the statistics of `standardize` on the training inputs only."""
+        """Fit the table encoder, or the statistics of `standardize`, on the training inputs only."""
+        if self.encoder is not None:
+            self.encoder.fit(x_train)
+            self.sample_shape = (self.encoder.width(),)
+            return self
+        if self.kind == "text":
+            return self
         if self.cfg.standardize:
             x = self._scaled(x_train)
             axis = None if self.cfg.standardize == "global" else 0
@@ -62,7 +81,11 @@ class Preprocessor:
             self.std = np.where(std > 1e-7, std, 1.0).astype("float32")  # constant pixels
         return self
 
-    def transform_x(self, x: np.ndarray) -> np.ndarray:
+    def transform_x(self, x) -> np.ndarray:
+        if self.encoder is not None:
+            return self.encoder.transform(x)
+        if self.kind == "text":
+            return np.asarray(x, dtype=object).reshape(-1, 1)
         if tuple(x.shape[1:]) != self.sample_shape:
             raise DataError(f"inputs have sample shape {tuple(x.shape[1:])}, but this run was "
                             f"trained on {self.sample_shape}")
@@ -93,8 +116,12 @@ class Preprocessor:
     def state_files(self) -> dict[str, bytes]:
         """The files that hold this preprocessor, by name, for an atomic write."""
         meta = {"config": asdict(self.cfg), "task": self.task, "num_classes": self.num_classes,
-                "sample_shape": list(self.sample_shape), "output_shape": list(self.output_shape()),
+                "kind": self.kind, "sample_shape": list(self.sample_shape),
+                "output_shape": list(self.output_shape()),
                 "statistics": STATE_NPZ if self.mean is not None else None}
+        if self.encoder is not None:
+            meta["columns"] = self.encoder.kinds
+            meta["encoder"] = self.encoder.state
         files = {STATE_JSON: (json.dumps(meta, indent=2) + "\n").encode()}
         if self.mean is not None:
             buffer = io.BytesIO()
@@ -108,8 +135,11 @@ class Preprocessor:
         path = Path(run_dir) / STATE_JSON
         try:
             meta = json.loads(path.read_text())
-            prep = cls(PreprocessingConfig(**meta["config"]), meta["task"], meta["num_classes"],
-                       tuple(meta["sample_shape"]))
+            prep = cls(_config(meta["config"]), meta["task"], meta["num_classes"],
+                       tuple(meta["sample_shape"]), meta.get("kind", "arrays"),
+                       meta.get("columns"))
+            if prep.encoder is not None:
+                prep.encoder.state = meta["encoder"]
             if meta.get("statistics"):
                 with np.load(Path(run_dir) / meta["statistics"], allow_pickle=False) as npz:
                     prep.mean, prep.std = npz["mean"], npz["std"]
@@ -119,6 +149,14 @@ class Preprocessor:
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise DataError(f"{path}: damaged preprocessing state ({exc})") from None
         return prep
+
+
+def _config(saved: dict) -> PreprocessingConfig:
+    from dlmine.config.schema import TextConfig
+
+    saved = dict(saved)
+    saved["text"] = TextConfig(**saved.get("text", {}))
+    return PreprocessingConfig(**saved)
 
 
 def _reshaped(shape: tuple, target: list) -> tuple:
