@@ -50,6 +50,19 @@ class EpochShuffled(keras.utils.PyDataset):
             return self.x[rows], self.y[rows]
         return self.x[rows], self.y[rows], self.w[rows]
 
+    def feed(self):
+        """What `fit` takes: this dataset, or for text (strings, which Keras' PyDataset
+        adapter cannot carry) a `tf.data` pipeline over the same batches, in the same order."""
+        if not is_text(self.x):
+            return self
+        import tensorflow as tf
+
+        first = self[0]
+        signature = tuple(tf.TensorSpec((None, *a.shape[1:]), _tf_dtype(a)) for a in first)
+        dataset = tf.data.Dataset.from_generator(
+            lambda: (self[i] for i in range(len(self))), output_signature=signature)
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+
     def callback(self) -> keras.callbacks.Callback:
         """The callback that tells this dataset which epoch begins.
 
@@ -58,6 +71,25 @@ class EpochShuffled(keras.utils.PyDataset):
         reorders the batches from its global random state.
         """
         return _EpochSync(self)
+
+
+def is_text(x) -> bool:
+    return getattr(x, "dtype", None) is not None and x.dtype.kind in "OUS"
+
+
+def _tf_dtype(array):
+    import tensorflow as tf
+
+    return tf.string if is_text(array) else tf.as_dtype(array.dtype)
+
+
+def as_input(x, y=None, batch_size: int = 32):
+    """Arrays for `fit`/`evaluate`/`predict`, or a batched `tf.data` pipeline for text."""
+    if not is_text(x):
+        return x if y is None else (x, y)
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(x if y is None else (x, y)).batch(batch_size)
 
 
 class _EpochSync(keras.callbacks.Callback):

@@ -63,9 +63,15 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, cfg: Config, class_names
         `{"metrics": {...}, "per_class": {...}, "confusion_matrix": [[...]]}` for
         classification; `{"metrics": {...}}` (with r2) for regression.
     """
-    metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    from dlmine.batches import as_input, is_text
+
+    if is_text(x):
+        metrics = model.evaluate(as_input(x, y, batch_size), verbose=0, return_dict=True)
+        predicted = model.predict(as_input(x, batch_size=batch_size), verbose=0)
+    else:
+        metrics = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+        predicted = model.predict(x, batch_size=batch_size, verbose=0)
     metrics = {k: float(v) for k, v in metrics.items()}
-    predicted = model.predict(x, batch_size=batch_size, verbose=0)
     if cfg.dataset.task == "regression":
         from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 

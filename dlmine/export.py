@@ -97,12 +97,12 @@ def export_path(run: RunDir, fmt: str, output: Path | None) -> Path:
     output = Path(output)
     suffix = SUFFIXES.get(fmt)
     if suffix and output.suffix.lower() != suffix:
-        raise UsageError(f"--output {output}: a {fmt} export is a file ending {suffix}; received "
-                         f"'{output.suffix or 'no extension'}'")
+        raise UsageError(f"--output {output}: the {fmt} format writes a file ending {suffix}; "
+                         f"received '{output.suffix or 'no extension'}'")
     if suffix and output.is_dir():
-        raise UsageError(f"--output {output} is a folder; a {fmt} export is a file ending {suffix}")
+        raise UsageError(f"--output {output} is a folder; the {fmt} format writes a file ending {suffix}")
     if not suffix and output.exists() and not output.is_dir():
-        raise UsageError(f"--output {output} is a file; a savedmodel export is a folder")
+        raise UsageError(f"--output {output} is a file; the savedmodel format writes a folder")
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: the folder {output.parent} does not exist")
     return output
@@ -118,14 +118,19 @@ def require(fmt: str) -> None:
     if backend not in ("tensorflow", "jax") and fmt != "keras":
         raise DlmineError(f"{fmt} export works with the tensorflow and jax backends; this is "
                           f"{backend}. Run with KERAS_BACKEND=tensorflow")
-    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    missing = [name for name in needs if not installed(name)]
     if not missing:
         return
-    hint = (f"install them with: {INSTALL_HINT}" if "jax2onnx" not in missing else
-            "install them with: pip install onnx onnxruntime jax2onnx (dlmine[export] has the "
-            "TensorFlow converter), or export with KERAS_BACKEND=tensorflow")
-    raise DlmineError(f"{fmt} export needs the package(s) {', '.join(needs)}, and "
-                      f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; {hint}")
+    hint = (f"Install them with: {INSTALL_HINT}" if "jax2onnx" not in missing else
+            "Install it with: pip install jax2onnx (not part of dlmine[export]), or export with "
+            "KERAS_BACKEND=tensorflow")
+    raise DlmineError(f"{fmt} export on the {backend} backend needs the packages {', '.join(needs)}; "
+                      f"not installed: {', '.join(missing)}. {hint}")
+
+
+def installed(package: str) -> bool:
+    """Whether `package` can be imported (without importing it)."""
+    return importlib.util.find_spec(package) is not None
 
 
 def check_inputs(run: RunDir, reporter: Reporter) -> tuple[np.ndarray, str]:
@@ -213,7 +218,8 @@ def _write_savedmodel(model, path: Path) -> None:
 def _run_savedmodel(path: Path, x: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    return tf.saved_model.load(str(path)).serve(tf.constant(x)).numpy()
+    loaded = tf.saved_model.load(str(path))  # held: its variables die with it
+    return loaded.serve(tf.constant(x)).numpy()
 
 
 def _write_onnx(model, path: Path) -> None:

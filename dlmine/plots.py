@@ -59,9 +59,17 @@ def learning_curve(epochs: list[int], series: dict[str, list[float]], metric: st
     ax.xaxis.get_major_locator().set_params(integer=True)
     if metric == "learning_rate":
         ax.set_yscale("log")
+    elif _is_fraction(metric, series):
+        ax.set_ylim(-0.02, 1.02)  # accuracy-like: the whole range, so 0.97 does not look like 0.5
     if len(series) > 1:
         ax.legend(frameon=False)
     return _png(fig)
+
+
+def _is_fraction(metric: str, series: dict[str, list[float]]) -> bool:
+    values = [v for vs in series.values() for v in vs if not np.isnan(v)]
+    bounded = ("accuracy", "auc", "precision", "recall")
+    return any(word in metric for word in bounded) and all(0 <= v <= 1 for v in values)
 
 
 def confusion_matrix(matrix: list[list[int]], labels: list[str]) -> bytes:
@@ -71,13 +79,15 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str]) -> bytes:
         PNG bytes.
     """
     counts = np.asarray(matrix)
-    size = min(12.0, 3.2 + 0.45 * len(labels))
-    fig, ax = _figure(size + 1.0, size)
+    size = min(10.0, 4.2 + 0.16 * len(labels))
+    fig, ax = _figure(size + 0.8, size)
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
     ticks = np.arange(len(labels))
     fontsize = 9 if len(labels) <= 12 else 6
-    ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right", fontsize=fontsize)
+    slanted = len(labels) > 4 and max(len(str(n)) for n in labels) > 2
+    ax.set_xticks(ticks, labels, rotation=45 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=fontsize)
     ax.set_yticks(ticks, labels, fontsize=fontsize)
     if len(labels) <= 20:
         threshold = counts.max() / 2 if counts.size else 0
@@ -98,7 +108,7 @@ def f1_bars(per_class: dict[str, dict]) -> bytes:
     """
     names = list(per_class)
     f1 = [per_class[n]["f1"] for n in names]
-    fig, ax = _figure(6.0, min(14.0, 1.4 + 0.32 * len(names)))
+    fig, ax = _figure(6.0, min(14.0, max(2.6, 1.4 + 0.32 * len(names))))
     positions = np.arange(len(names))
     ax.barh(positions, f1, color=ACCENT, height=0.7)
     ax.set_yticks(positions, names, fontsize=9 if len(names) <= 30 else 6)

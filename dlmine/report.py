@@ -160,8 +160,11 @@ def binary_curves(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot
 
 def binary_scores(run: RunDir, split: str, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels 0/1 and the predicted probability of class 1 on one split of the run's data."""
+    from dlmine.devices import import_keras
     from dlmine.evaluate import load_checkpoint
     from dlmine.predict import PREDICT_BATCH, split_inputs
+
+    import_keras()  # only binary runs need the model, so `report` imports Keras here, quietly
 
     x, y = split_inputs(run, split)
     outputs = np.asarray(load_checkpoint(run, checkpoint).predict(x, batch_size=PREDICT_BATCH,

@@ -87,9 +87,9 @@ def _header(facts: RunFacts) -> str:
     status = str(info.get("status", "unknown"))
     items = [f'<span class="badge {escape(status)}">{escape(status)}</span>',
              f"dataset <b>{escape(dataset_label(facts.config_text))}</b>",
-             f"started {escape(str(info.get('started') or '-'))}",
+             f"started {escape(timestamp(info.get('started')))}",
              f"duration {escape(duration(info.get('duration_s')))}",
-             f"{info.get('epochs_completed', 0)} epochs"]
+             f"{info.get('epochs_completed', 0)} epochs completed"]
     notes = [f'<div class="note error"><b>Error:</b> {escape(str(info["error"]))}</div>'
              ] if info.get("error") else []
     notes += [f'<div class="note">{escape(note)}</div>' for note in facts.notes]
@@ -202,6 +202,11 @@ def duration(seconds) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def timestamp(text) -> str:
+    """`2026-11-28 05:05:05` from an ISO time; `-` when unknown."""
+    return str(text).replace("T", " ")[:19] if text else "-"
 
 
 def dataset_label(config_text: str) -> str:

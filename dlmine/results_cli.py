@@ -63,7 +63,6 @@ def report(run_dir) -> None:
     from dlmine.console import Reporter
     from dlmine.report import build_report
 
-    _import_keras()
     page = build_report(run_dir, Reporter())
     click.echo(str(page))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from dlmine.errors import DlmineError, UsageError
-from dlmine.report_html import dataset_label, duration
+from dlmine.report_html import dataset_label, duration, timestamp
 from dlmine.rundir import CONFIG, RUN_JSON, STATUSES
 
 DAMAGED = "damaged"
@@ -129,7 +129,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
                      if best.get("value") is not None else ABSENT)
         epochs = (ABSENT if row["epochs_completed"] is None
                   else f"{row['epochs_completed']}/{row['epochs'] if row['epochs'] is not None else '?'}")
-        started = (row["started"] or ABSENT).replace("T", " ")[:16]
+        started = timestamp(row["started"])[:16]
         out.append([row["run"], str(row["status"]), row["dataset"], epochs, best_text,
                     _num(row["test_accuracy"]), _num(row["test_loss"]), duration(row["duration_s"]),
                     started])
@@ -182,8 +182,10 @@ def compare_runs(paths: list[Path]) -> dict:
     configs = [flatten(_config_of(run.path)) for run in runs]
     infos = [run.read_json(RUN_JSON) for run in runs]
     metrics = [_metrics_of(info) for info in infos]
+    by_kind = sorted(_side_by_side(metrics, only_different=False).items(),
+                     key=lambda item: not item[0].startswith("test "))  # test metrics first
     return {"runs": [str(p) for p in paths], "config": _side_by_side(configs, only_different=True),
-            "metrics": _side_by_side(metrics, only_different=False)}
+            "metrics": dict(by_kind)}
 
 
 def _config_of(path: Path) -> dict:

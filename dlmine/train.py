@@ -311,7 +311,7 @@ class _Outcome:
 
 
 def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
-    from dlmine.batches import EpochShuffled
+    from dlmine.batches import EpochShuffled, as_input
     from dlmine.callbacks import AtomicCheckpoint, RunRecorder
     from dlmine.state import StateWriter
 
@@ -331,8 +331,10 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     writer = StateWriter(run, recorder, checkpoint, stateful)
     callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer]
     with _graceful_stop(recorder) as stop:
-        session.model.fit(batches, epochs=t.epochs, initial_epoch=session.initial_epoch,
-                          validation_data=validation, verbose=0, callbacks=callbacks,
+        session.model.fit(batches.feed(), epochs=t.epochs, initial_epoch=session.initial_epoch,
+                          validation_data=None if validation is None else as_input(
+                              *validation, batch_size=t.batch_size),
+                          verbose=0, callbacks=callbacks,
                           shuffle=False)  # the order is EpochShuffled's, keyed to seed and epoch
     best = None
     if checkpoint.best is not None:

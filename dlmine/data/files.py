@@ -94,10 +94,10 @@ def _text_csv(path: Path, cfg: DatasetConfig, known: list | None):
     target = cfg.target or "label"
     for column in (cfg.text_column, target):
         if column not in frame.columns:
-            from dlmine.config.loading import suggest
+            from dlmine.config.loading import valid_list
 
-            raise DataError(f"{path}: column '{column}' not found{suggest(column, frame.columns)} "
-                            f"Columns: {', '.join(frame.columns)}")
+            raise DataError(f"{path}: column '{column}' not found"
+                            + valid_list(column, list(frame.columns), "Columns"))
     texts = frame[cfg.text_column].fillna("").astype(str).to_numpy(dtype=object)
     labels = [tabular._category(v) for v in frame[target]]
     names = known or sorted(set(labels))

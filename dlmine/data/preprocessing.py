@@ -85,7 +85,7 @@ class Preprocessor:
         if self.encoder is not None:
             return self.encoder.transform(x)
         if self.kind == "text":
-            return np.asarray(x, dtype=object).reshape(-1, 1)
+            return np.asarray(x, dtype=str).reshape(-1, 1)
         if tuple(x.shape[1:]) != self.sample_shape:
             raise DataError(f"inputs have sample shape {tuple(x.shape[1:])}, but this run was "
                             f"trained on {self.sample_shape}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlmine.config.loading import suggest
+from dlmine.config.loading import valid_list
 from dlmine.errors import DataError
 
 KINDS = ("numeric", "categorical", "ignore")
@@ -48,13 +48,13 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None)
     """
     names = list(frame.columns)
     if target is not None and target not in names:
-        raise DataError(f"{path}: target column '{target}' not found{suggest(target, names)} "
-                        f"Columns: {', '.join(names)}")
+        raise DataError(f"{path}: target column '{target}' not found"
+                        + valid_list(target, names, "Columns"))
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:
             raise DataError(f"{path}: column '{missing[0]}' named in dataset.columns is not in the "
-                            f"file{suggest(missing[0], names)} Columns: {', '.join(names)}")
+                            "file" + valid_list(missing[0], names, "Columns"))
         chosen = {c: k for c, k in columns.items() if k != "ignore" and c != target}
     else:
         chosen = {c: _infer_kind(frame[c]) for c in names if c != target}

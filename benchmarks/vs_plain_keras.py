@@ -1,0 +1,467 @@
+"""dlmine against the same model as a plain Keras script, alternated in one run.
+
+Runs, alternating A B C A B C ... `--repeats` times each:
+    A  `python -m dlmine train configs/mnist_cnn.yaml --set dataset.limit=N
+       --set training.epochs=E --run-dir TMP --quiet`
+    B  `python benchmarks/plain_keras_mnist.py` (fit on arrays, Keras' own shuffling)
+    C  the same script with `--order epoch-keyed` (dlmine's per-epoch order: like for like)
+and measures, for each process: the whole-process wall time (from `Popen` to exit), peak RSS
+and CPU time (the child's own rusage, from `os.wait4`), the time inside the training epochs,
+samples/s, and the test accuracy. It also times `dlmine --help` and `dlmine check` on broken
+configs (and says whether they imported TensorFlow or JAX), runs `input_pipeline.py`, prints
+the tables and ratios, and regenerates `docs/benchmarks.md`.
+
+Example:
+    DLMINE_DATA_DIR=../shared/data python benchmarks/vs_plain_keras.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+CONFIG = "configs/mnist_cnn.yaml"
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) - .* - ([0-9.]+)s$")
+TARGETS = {"wall": 1.05, "rss": 1.2}
+NAMES = {"dlmine": "dlmine train", "plain": "plain Keras, fit(shuffle=True)",
+         "plain-keyed": "plain Keras, dlmine's epoch order"}
+
+
+# --- measuring one process ----------------------------------------------------------------------
+
+def busy_seconds() -> float:
+    """CPU seconds spent busy by the whole machine so far (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd: list[str], env: dict) -> dict:
+    """Run `cmd`; its wall time, peak RSS and CPU time, and the CPU the rest of the machine used.
+
+    Raises:
+        RuntimeError: the command failed (with the end of its stderr).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy = busy_seconds()
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        busy = busy_seconds() - busy
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {process.returncode}:\n{stderr[-3000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "cpu_s": cpu,
+            "others_cores": max(0.0, (busy - cpu) / wall), "stdout": stdout, "stderr": stderr}
+
+
+def run_dlmine(args, env: dict, workdir: Path, index: int) -> dict:
+    run_dir = workdir / f"dlmine-{index}"
+    cmd = [sys.executable, "-m", "dlmine", "train", CONFIG, "--set", f"dataset.limit={args.limit}",
+           "--set", f"training.epochs={args.epochs}", "--run-dir", str(run_dir), "--quiet"]
+    result = measure(cmd, env)
+    info = json.loads((run_dir / "run.json").read_text())
+    epochs = [float(m.group(3)) for line in (run_dir / "train.log").read_text().splitlines()
+              if (m := EPOCH_LINE.match(line.strip()))]
+    train_samples = info["samples"]["train"]
+    fit = sum(epochs)
+    result.update(fit_s=fit, epoch_s=epochs, train_samples=train_samples,
+                  samples_per_s=train_samples * len(epochs) / fit,
+                  accuracy=info["final_metrics"]["accuracy"], loss=info["final_metrics"]["loss"],
+                  session_s=info.get("duration_s"), best_epoch=(info.get("best") or {}).get("epoch"))
+    return result
+
+
+def run_plain(args, env: dict, workdir: Path, order: str) -> dict:
+    cmd = [sys.executable, str(BENCH / "plain_keras_mnist.py"), "--limit", str(args.limit),
+           "--epochs", str(args.epochs), "--order", order]
+    result = measure(cmd, env)
+    report = json.loads(result["stdout"].strip().splitlines()[-1])
+    fit = sum(report["epoch_s"])
+    result.update(fit_s=fit, epoch_s=report["epoch_s"], train_samples=report["train_samples"],
+                  samples_per_s=report["train_samples"] * report["epochs"] / fit,
+                  accuracy=report["test_accuracy"], loss=report["test_loss"],
+                  whole_fit_s=report["fit_s"], script_wall_s=report["wall_s"])
+    return result
+
+
+# --- start-up -----------------------------------------------------------------------------------
+
+BROKEN_SCHEMA = """\
+name: broken
+sed: 42
+dataset:
+  name: mnist
+model:
+  layers:
+    - Flatten
+    - Dense: {units: 10, activation: softmax}
+training:
+  epochs: ten
+"""
+BROKEN_LAYER = """\
+name: broken
+dataset:
+  name: mnist
+preprocessing: {rescale: 1/255, add_channel_axis: true}
+model:
+  layers:
+    - Conv2D: {filters: 32, kernel_sise: 3}
+    - Flatten
+    - Dense: {units: 10, activation: softmax}
+"""
+
+
+def heavy_imports(cmd: list[str], env: dict) -> list[str]:
+    """Which of tensorflow, jax, keras `cmd` imports (from `python -X importtime`)."""
+    timed = [cmd[0], "-X", "importtime", *cmd[1:]]
+    done = subprocess.run(timed, env=env, cwd=ROOT, capture_output=True, text=True)
+    names = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+             if line.startswith("import time:")}
+    return [m for m in ("tensorflow", "jax", "keras") if m in names]
+
+
+def startup(env: dict, workdir: Path, times: int = 5) -> list[dict]:
+    """`dlmine --help` and `dlmine check` on broken configs: median wall time and imports."""
+    schema, layer = workdir / "broken_schema.yaml", workdir / "broken_layer.yaml"
+    schema.write_text(BROKEN_SCHEMA)
+    layer.write_text(BROKEN_LAYER)
+    base = [sys.executable, "-m", "dlmine"]
+    cases = [("dlmine --help", base + ["--help"], 0),
+             ("dlmine check (unknown key, wrong type)", base + ["check", str(schema)], 2),
+             ("dlmine check (misspelt layer argument)", base + ["check", str(layer)], 2),
+             ("dlmine check configs/mnist_cnn.yaml (valid)", base + ["check", CONFIG], 0)]
+    rows = []
+    for label, cmd, expected in cases:
+        walls, first_line, code = [], "", None
+        for _ in range(times):
+            started = time.perf_counter()
+            done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+            walls.append(time.perf_counter() - started)
+            code = done.returncode
+            first_line = (done.stderr or done.stdout).strip().splitlines()[0] if (
+                done.stderr or done.stdout).strip() else ""
+        rows.append({"command": label, "median_s": statistics.median(walls),
+                     "runs_s": walls, "exit": code, "expected_exit": expected,
+                     "imports": heavy_imports(cmd, env), "first_line": first_line[:140]})
+    return rows
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+def medians(runs: list[dict]) -> dict:
+    keys = ("wall_s", "fit_s", "samples_per_s", "rss_mb", "cpu_s", "others_cores", "accuracy")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def ratios(a: dict, b: dict) -> dict:
+    return {k: a[k] / b[k] for k in ("wall_s", "fit_s", "samples_per_s", "rss_mb", "cpu_s")}
+
+
+def machine(args) -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem_kb = 0
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "dlmine"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "ram_gib": round(mem_kb / 2**20, 1), "os": platform.platform(),
+            "python": platform.python_version(), "keras": version("keras"),
+            "tensorflow": version("tensorflow"), "jax": version("jax"), "numpy": version("numpy"),
+            "dlmine": version("dlmine"), "backend": args.backend,
+            "commit": commit + (" (dlmine/ modified)" if dirty else ""),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+
+
+def print_tables(runs: list[dict], summary: dict, rel: dict) -> None:
+    print(f"{'run':<4} {'variant':<12} {'wall s':>7} {'fit s':>6} {'samples/s':>9} {'RSS MB':>7} "
+          f"{'CPU s':>6} {'others':>6} {'accuracy':>8}")
+    for r in runs:
+        print(f"{r['index']:<4} {r['variant']:<12} {r['wall_s']:>7.2f} {r['fit_s']:>6.2f} "
+              f"{r['samples_per_s']:>9.0f} {r['rss_mb']:>7.0f} {r['cpu_s']:>6.1f} "
+              f"{r['others_cores']:>6.2f} {r['accuracy']:>8.4f}")
+    print("\nmedians")
+    for variant, m in summary.items():
+        print(f"  {variant:<12} wall {m['wall_s']:.2f}s  fit {m['fit_s']:.2f}s  "
+              f"{m['samples_per_s']:.0f} samples/s  RSS {m['rss_mb']:.0f} MB  CPU {m['cpu_s']:.1f}s"
+              f"  accuracy {m['accuracy']:.4f}")
+    for against, r in rel.items():
+        print(f"dlmine / {against}: wall {r['wall_s']:.3f}  fit {r['fit_s']:.3f}  "
+              f"samples/s {r['samples_per_s']:.3f}  RSS {r['rss_mb']:.3f}  CPU {r['cpu_s']:.3f}")
+
+
+# --- the document -------------------------------------------------------------------------------
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def document(args, facts: dict, runs, summary, rel, start_rows, pipeline) -> str:
+    plain, dl = summary["plain"], summary["dlmine"]
+    wall_ok = rel["plain"]["wall_s"] <= TARGETS["wall"]
+    rss_ok = rel["plain"]["rss_mb"] <= TARGETS["rss"]
+    keyed = [r["accuracy"] for r in runs if r["variant"] == "plain-keyed"]
+    same_acc = bool(keyed) and all(r["accuracy"] == keyed[0] for r in runs
+                                   if r["variant"] in ("dlmine", "plain-keyed"))
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- generated by `python benchmarks/vs_plain_keras.py`; edit the script, not this file -->",
+        "",
+        "dlmine against the same model written as a plain Keras 3 script "
+        "(`benchmarks/plain_keras_mnist.py`): the MNIST CNN of `configs/mnist_cnn.yaml`, the first "
+        f"{args.limit} training samples (10% held out for validation, stratified, seeded), "
+        f"{args.epochs} epochs, batch 128, Adam, seed 42, then the 10,000 test images. "
+        f"Regenerate with `python benchmarks/vs_plain_keras.py --repeats {args.repeats}` "
+        f"(`--limit`, `--epochs`, `--backend tensorflow|jax`, `--pipeline-rounds`).",
+        "",
+        "## Machine",
+        "",
+        *table(["", ""], [
+            ["CPU", f"{facts['cpu']} ({facts['cores']} cores, {facts['usable_cores']} usable)"],
+            ["RAM", f"{facts['ram_gib']} GiB"], ["OS", facts["os"]],
+            ["Python", facts["python"]], ["Keras", f"{facts['keras']} (backend {facts['backend']})"],
+            ["TensorFlow", facts["tensorflow"]], ["JAX", facts["jax"]], ["numpy", facts["numpy"]],
+            ["dlmine", f"{facts['dlmine']} at commit {facts['commit']}"],
+            ["date", facts["date"]],
+            ["load average before", " ".join(facts["loadavg_before"])]]),
+        "",
+        "The machine is shared: other work may run on the same cores during a benchmark. The "
+        "`others` column is the CPU the rest of the machine used while each process ran "
+        "(busy time from `/proc/stat` minus the process' own CPU time, in cores); runs with a "
+        "high figure are slowed by it, which is why the runs alternate and medians are compared.",
+        "",
+        "## dlmine against plain Keras",
+        "",
+        "Variants, alternated in this order:",
+        "",
+        f"- `dlmine`: `python -m dlmine train {CONFIG} --set dataset.limit={args.limit} "
+        f"--set training.epochs={args.epochs} --run-dir TMP --quiet`; it also writes the run "
+        "directory (checkpoints every epoch, history, state), evaluates the best checkpoint "
+        "reloaded from disk and computes the per-class report and confusion matrix.",
+        "- `plain`: `python benchmarks/plain_keras_mnist.py`, the idiomatic script: "
+        "`model.fit(x, y, validation_data=..., shuffle=True)`, then `model.evaluate` on the test "
+        "set.",
+        "- `plain-keyed`: the same script with `--order epoch-keyed`: each epoch is fed in "
+        "dlmine's order (`numpy.random.default_rng([seed, epoch]).permutation(n)`, one `fit` "
+        "per epoch on the permuted arrays, `shuffle=False`): the like-for-like comparison of "
+        "the accuracy.",
+        "",
+        "How each figure is measured:",
+        "",
+        "- **wall s**: the whole process, from `subprocess.Popen` to its exit, measured by the "
+        "driver (interpreter start, imports, data loading, training, evaluation, writing files).",
+        "- **fit s**: the sum of the training epochs, each from `on_epoch_begin` to "
+        "`on_epoch_end` (validation included, checkpoint writing not): for dlmine the per-epoch "
+        "seconds it writes in `train.log` (`epoch k/N - ... - 12.3s`, 0.1 s resolution); for the "
+        "plain script the same span, measured by a callback. The plain script also reports the "
+        "whole `model.fit` call (set-up included) in the raw JSON.",
+        "- **samples/s**: training samples x epochs / fit s.",
+        "- **RSS MB**: peak resident memory of the process (`ru_maxrss` from `os.wait4`); "
+        "**CPU s**: its user + system time.",
+        "- **accuracy**: test accuracy; for dlmine `run.json` `final_metrics.accuracy` (the best "
+        "checkpoint by `val_loss`, here the last epoch), for the plain script `model.evaluate` "
+        "of the final model.",
+        "",
+        "### Every run",
+        "",
+        *table(["run", "variant", "wall s", "fit s", "epochs s", "samples/s", "RSS MB", "CPU s",
+                "others", "test accuracy"],
+               [[r["index"], r["variant"], f"{r['wall_s']:.2f}", f"{r['fit_s']:.2f}",
+                 " + ".join(f"{s:.1f}" for s in r["epoch_s"]), f"{r['samples_per_s']:.0f}",
+                 f"{r['rss_mb']:.0f}", f"{r['cpu_s']:.1f}", f"{r['others_cores']:.2f}",
+                 f"{r['accuracy']:.4f}"] for r in runs]),
+        "",
+        "### Medians",
+        "",
+        *table(["variant", "wall s", "fit s", "samples/s", "RSS MB", "CPU s", "others",
+                "test accuracy"],
+               [[f"`{v}`", f"{m['wall_s']:.2f}", f"{m['fit_s']:.2f}", f"{m['samples_per_s']:.0f}",
+                 f"{m['rss_mb']:.0f}", f"{m['cpu_s']:.1f}", f"{m['others_cores']:.2f}",
+                 f"{m['accuracy']:.4f}"] for v, m in summary.items()]),
+        "",
+        "### Ratios dlmine / plain (medians; below 1 is better for dlmine, except samples/s)",
+        "",
+        *table(["against", "wall", "fit", "samples/s", "peak RSS", "CPU"],
+               [[f"`{k}`", *(f"{r[x]:.3f}" for x in ("wall_s", "fit_s", "samples_per_s",
+                                                      "rss_mb", "cpu_s"))]
+                for k, r in rel.items()]),
+        "",
+        "### Targets (issue 5)",
+        "",
+        *table(["target", "measured", "met"], [
+            [f"median whole-process ratio <= {TARGETS['wall']}",
+             f"{rel['plain']['wall_s']:.3f} ({dl['wall_s']:.1f} s / {plain['wall_s']:.1f} s)",
+             "yes" if wall_ok else "**no**"],
+            [f"peak memory ratio <= {TARGETS['rss']}",
+             f"{rel['plain']['rss_mb']:.3f} ({dl['rss_mb']:.0f} MB / {plain['rss_mb']:.0f} MB)",
+             "yes" if rss_ok else "**no**"],
+            ["identical accuracy for identical seeds",
+             f"dlmine {dl['accuracy']:.4f}, plain-keyed "
+             f"{summary['plain-keyed']['accuracy']:.4f}" if "plain-keyed" in summary else "n/a",
+             "yes" if same_acc else "**no**"]]),
+        "",
+        "Accuracy: with the same seed, `dlmine` and `plain-keyed` build the same initial weights "
+        "and see the same batches in the same order, so they reach the same test accuracy. The "
+        "idiomatic `plain` script draws its shuffle from Keras' global random state, so its "
+        f"batches differ and its accuracy differs a little ({plain['accuracy']:.4f} here); that "
+        "difference is the order of the data, not dlmine.",
+        "",
+    ]
+    out += startup_section(start_rows) + pipeline_section(pipeline)
+    return "\n".join(out) + "\n"
+
+
+def startup_section(rows: list[dict]) -> list[str]:
+    return [
+        "## Start-up",
+        "",
+        "Median of 5 runs each; `imports` lists which of TensorFlow, JAX and Keras the command "
+        "imported (from `python -X importtime`). Target: `dlmine --help` under 0.5 s, and no "
+        "TensorFlow or JAX import for `--help` and for a config that is wrong.",
+        "",
+        *table(["command", "median s", "exit", "imports", "first line of output"],
+               [[r["command"], f"{r['median_s']:.2f}", r["exit"], ", ".join(r["imports"]) or "none",
+                 "`" + r["first_line"].replace("|", "\\|") + "`"] for r in rows]),
+        "",
+    ]
+
+
+def pipeline_section(pipeline: dict | None) -> list[str]:
+    lines = ["## Input pipeline", ""]
+    if pipeline is None:
+        return lines + ["Not measured in this run (`--pipeline-rounds 0`).", ""]
+    rows = pipeline["rows"]
+    fastest = min((r for r in rows if r["variant"] != "arrays"), key=lambda r: r["fit_s"])
+    reference = next((r for r in rows if r["variant"] == "pydataset"), None)
+    lines += [
+        "`python benchmarks/input_pipeline.py`: the same model and data trained in one process "
+        "through each pipeline, alternated over "
+        f"{pipeline['args']['rounds']} rounds (medians). `pydataset` is what dlmine does "
+        "today (`dlmine/batches.py`: `EpochShuffled`, a `keras.utils.PyDataset`, with "
+        "`fit(shuffle=False)`); `arrays` is plain Keras on arrays; every other variant keeps "
+        "dlmine's order, keyed to (seed, epoch), which the equal final losses confirm. "
+        "`+spe=N` is `steps_per_execution=N`, `+jit` is `jit_compile=True`.",
+        "",
+        *table(["variant", "fit s (median)", "each round", "vs arrays", "epoch 1 s",
+                "later epochs s", "samples/s", "final loss", "final val_loss"],
+               [[f"`{r['variant']}`", f"{r['fit_s']:.2f}", ", ".join(f"{s:.2f}" for s in r["fit_s_all"]),
+                 f"{r['vs_arrays']:.3f}" if r["vs_arrays"] else "", f"{r['first_epoch_s']:.2f}",
+                 f"{r['later_epoch_s']:.2f}" if r["later_epoch_s"] is not None else "",
+                 f"{r['samples_per_s']:.0f}", r["final"].get("loss"), r["final"].get("val_loss")]
+                for r in rows]),
+        "",
+        f"Fastest that keeps dlmine's order: `{fastest['variant']}`, {fastest['fit_s']:.2f} s"
+        + (f" against {reference['fit_s']:.2f} s for `pydataset` "
+           f"({fastest['fit_s'] / reference['fit_s']:.3f}x)." if reference else "."),
+        "",
+    ]
+    return lines
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant")
+    parser.add_argument("--limit", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--backend", choices=["tensorflow", "jax"],
+                        default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument("--pipeline-rounds", type=int, default=3,
+                        help="rounds of input_pipeline.py (0: skip it)")
+    parser.add_argument("--no-keyed", action="store_true", help="skip the plain-keyed variant")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md",
+                        help="the document to regenerate ('-': none)")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    env = dict(os.environ, KERAS_BACKEND=args.backend)
+    env.setdefault("DLMINE_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # dlmine sets it itself; the same for both
+    facts = machine(args)
+    variants = ["dlmine", "plain"] + ([] if args.no_keyed else ["plain-keyed"])
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="dlmine-bench-") as tmp:
+        workdir = Path(tmp)
+        for repeat in range(args.repeats):
+            for variant in variants:
+                if variant == "dlmine":
+                    result = run_dlmine(args, env, workdir, repeat)
+                else:
+                    order = "keras" if variant == "plain" else "epoch-keyed"
+                    result = run_plain(args, env, workdir, order)
+                result.update(index=len(runs) + 1, variant=variant)
+                del result["stdout"], result["stderr"]
+                runs.append(result)
+                print(f"{result['index']:>2} {variant:<12} wall {result['wall_s']:.2f}s "
+                      f"fit {result['fit_s']:.2f}s RSS {result['rss_mb']:.0f} MB "
+                      f"others {result['others_cores']:.2f} accuracy {result['accuracy']:.4f}",
+                      file=sys.stderr, flush=True)
+        start_rows = startup(env, workdir)
+        pipeline = None
+        if args.pipeline_rounds > 0:
+            out = workdir / "pipeline.json"
+            cmd = [sys.executable, str(BENCH / "input_pipeline.py"), "--rounds",
+                   str(args.pipeline_rounds), "--limit", str(args.limit), "--epochs",
+                   str(args.epochs), "--json", str(out)]
+            subprocess.run(cmd, env=env, cwd=ROOT, check=True)
+            pipeline = json.loads(out.read_text())
+    summary = {v: medians([r for r in runs if r["variant"] == v]) for v in variants}
+    rel = {v: ratios(summary["dlmine"], summary[v]) for v in variants if v != "dlmine"}
+    print_tables(runs, summary, rel)
+    for row in start_rows:
+        print(f"{row['command']}: {row['median_s']:.2f}s exit {row['exit']} "
+              f"imports {', '.join(row['imports']) or 'none'}")
+    if str(args.output) != "-":
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(document(args, facts, runs, summary, rel, start_rows, pipeline))
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": facts, "runs": runs, "medians": summary,
+                                         "ratios": rel, "startup": start_rows,
+                                         "pipeline": pipeline}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
