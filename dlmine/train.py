@@ -330,6 +330,10 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     stateful = _keras_callbacks(cfg, session)
     writer = StateWriter(run, recorder, checkpoint, stateful)
     callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer]
+    if t.tensorboard:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
     with _graceful_stop(recorder) as stop:
         session.model.fit(batches.feed(), epochs=t.epochs, initial_epoch=session.initial_epoch,
                           validation_data=None if validation is None else as_input(

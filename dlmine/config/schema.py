@@ -200,6 +200,8 @@ class TrainingConfig:
         "slower).", False)
     jit_compile: Literal["auto"] | bool = doc(
         "XLA compilation of the training step, as Keras' `jit_compile`.", "auto")
+    tensorboard: bool = doc(
+        "Write TensorBoard logs to `RUN_DIR/tensorboard/` (`keras.callbacks.TensorBoard`).", False)
     steps_per_execution: int = doc(
         "Training steps run per call into the backend, as Keras' `steps_per_execution`.", 1,
         check=_positive)
