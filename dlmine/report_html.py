@@ -86,7 +86,7 @@ def _header(facts: RunFacts) -> str:
     info = facts.info
     status = str(info.get("status", "unknown"))
     items = [f'<span class="badge {escape(status)}">{escape(status)}</span>',
-             f"dataset <b>{escape(dataset_label(facts.config_text))}</b>",
+             f"dataset <b>{escape(dataset_label(parse_config(facts.config_text)))}</b>",
              f"started {escape(timestamp(info.get('started')))}",
              f"duration {escape(duration(info.get('duration_s')))}",
              f"{info.get('epochs_completed', 0)} epochs completed"]
@@ -209,14 +209,20 @@ def timestamp(text) -> str:
     return str(text).replace("T", " ")[:19] if text else "-"
 
 
-def dataset_label(config_text: str) -> str:
-    """`digits`, or `npz: tiny.npz` for a file; `?` when the config cannot be read."""
-    try:
-        dataset = (yaml.safe_load(config_text) or {}).get("dataset") or {}
-    except yaml.YAMLError:
-        return "?"
+def dataset_label(config: dict | None) -> str:
+    """`digits`, or `npz: tiny.npz` for a file, from a config mapping; `?` when it has none."""
+    dataset = (config or {}).get("dataset")
     if not isinstance(dataset, dict):
         return "?"
     name = str(dataset.get("name", "?"))
     path = dataset.get("path")
     return f"{name}: {str(path).replace(chr(92), '/').rsplit('/', 1)[-1]}" if path else name
+
+
+def parse_config(text: str) -> dict | None:
+    """The config mapping of a `config.yaml` text; None when it is not one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None

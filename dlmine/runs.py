@@ -10,14 +10,14 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 from dlmine.errors import DlmineError, UsageError
-from dlmine.report_html import dataset_label, duration, timestamp
-from dlmine.rundir import CONFIG, RUN_JSON, STATUSES
+from dlmine.report_html import dataset_label, duration, parse_config, timestamp
+from dlmine.rundir import CONFIG, RUN_JSON
 
-DAMAGED = "damaged"
+DAMAGED = "damaged"  # the status shown for a run.json that cannot be read
 SORT_KEYS = ("started", "name", "duration", "accuracy", "loss")
+RUNS_HEADER = ["run", "status", "dataset", "epochs", "best validation", "test accuracy", "test loss",
+               "duration", "started"]
 ABSENT = "-"
 
 
@@ -49,7 +49,7 @@ def run_row(path: Path, root: Path) -> dict:
     row = {"run": _relative(path, root), "path": str(path), "dataset": ABSENT, "epochs": None}
     config = _read_yaml(path / CONFIG)
     if config is not None:
-        row["dataset"] = dataset_label(yaml.safe_dump(config))
+        row["dataset"] = dataset_label(config)
         row["epochs"] = (config.get("training") or {}).get("epochs")
     try:
         info = json.loads((path / RUN_JSON).read_text(encoding="utf-8"))
@@ -74,10 +74,9 @@ def _relative(path: Path, root: Path) -> str:
 
 def _read_yaml(path: Path) -> dict | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return parse_config(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def list_runs(root: Path, status: str | None = None, sort: str = "started") -> list[dict]:
@@ -127,18 +126,13 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
         best = row.get("best") or {}
         best_text = (f"{best.get('monitor')} {_num(best.get('value'))} (epoch {best.get('epoch')})"
                      if best.get("value") is not None else ABSENT)
-        epochs = (ABSENT if row["epochs_completed"] is None
-                  else f"{row['epochs_completed']}/{row['epochs'] if row['epochs'] is not None else '?'}")
+        configured = "?" if row["epochs"] is None else row["epochs"]
+        epochs = ABSENT if row["epochs_completed"] is None else f"{row['epochs_completed']}/{configured}"
         started = timestamp(row["started"])[:16]
         out.append([row["run"], str(row["status"]), row["dataset"], epochs, best_text,
                     _num(row["test_accuracy"]), _num(row["test_loss"]), duration(row["duration_s"]),
                     started])
     return out
-
-
-RUNS_HEADER = ["run", "status", "dataset", "epochs", "best validation", "test accuracy", "test loss",
-               "duration", "started"]
-STATUS_CHOICES = (*STATUSES, DAMAGED)
 
 
 def _num(value) -> str:

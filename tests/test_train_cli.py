@@ -235,3 +235,34 @@ def test_sigterm_marks_the_run_interrupted_and_exits_130(tmp_path, tiny_npz):
     rows = (run / "history.csv").read_text().splitlines()[1:]
     assert len(rows) == info["epochs_completed"] >= 1
     assert not (run / ".lock").exists()
+
+
+def test_tensorboard_logs_go_into_the_run_directory(cli, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", tiny_config, "--run-dir", run, "--set", "training.tensorboard=true").exit_code == 0
+    assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+
+
+def test_early_stopping_and_class_weights_take_effect(cli, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", tiny_config, "--run-dir", run, "--set", "training.epochs=30",
+                 "--set", "training.early_stopping={patience: 0, min_delta: 100}",
+                 "--set", "training.class_weight=balanced")
+    assert result.exit_code == 0, result.output
+    rows = (run / "history.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2  # nothing improves by 100: stopped after patience 0 + 1
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_class_weights_from_the_training_labels():
+    import numpy as np
+
+    from dlmine.config import load_config
+    from dlmine.train import class_weights
+
+    cfg = load_config(CONFIGS / "digits_cnn.yaml", ["training.class_weight=balanced"]).config
+    y = np.array([0, 0, 0, 1])
+    assert class_weights(cfg, y) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+    cfg.training.class_weight = {1: 3.0}
+    assert class_weights(cfg, y) == {0: 1.0, 1: 3.0}
