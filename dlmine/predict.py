@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dlmine.data.preprocessing import STATE_JSON, Preprocessor
-from dlmine.errors import DataError, UsageError
+from dlmine.errors import DataError, DlmineError, UsageError
 from dlmine.rundir import CONFIG, RUN_JSON, RunDir
 
 INPUT_ARRAYS = ("x", "x_test", "x_train")  # the first one present in an .npz is predicted
@@ -131,9 +131,11 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]
 def class_names(run: RunDir, count: int) -> list[str]:
     """The run's class names (`run.json`), padded with label numbers up to `count` (2 for sigmoid)."""
     try:
-        names = [str(n) for n in run.read_json(RUN_JSON).get("class_names") or []]
-    except DataError:
-        names = []
+        info = run.read_json(RUN_JSON)
+    except DlmineError:  # a damaged run.json must not stop predictions: numbers name the classes
+        info = {}
+    found = info.get("class_names") if isinstance(info, dict) else None
+    names = [str(n) for n in found] if isinstance(found, list) else []
     count = max(count, 2)
     return names[:count] + [str(i) for i in range(len(names), count)]
 

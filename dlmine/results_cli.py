@@ -68,7 +68,8 @@ def report(run_dir) -> None:
 
 
 @click.command()
-@click.argument("root", required=False, default=Path("runs"), type=click.Path(path_type=Path))
+@click.argument("root", required=False, default=Path("runs"), envvar="DLMINE_RUNS_ROOT",
+                type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--status", type=click.Choice(["running", "completed", "failed", "interrupted", "damaged"]),
               help="Show only runs with this status.")
@@ -77,7 +78,7 @@ def report(run_dir) -> None:
               help="Order: started and name ascending, duration shortest first, accuracy highest "
                    "first, loss lowest first.")
 def runs(root, as_json, status, sort) -> None:
-    """List every run under ROOT (default: runs): status, dataset, epochs, metrics, duration."""
+    """List every run under ROOT (default: $DLMINE_RUNS_ROOT or runs): status, metrics, duration."""
     from dlmine.runs import RUNS_HEADER, list_runs, table_rows
 
     rows = list_runs(root, status, sort)
@@ -91,7 +92,7 @@ def runs(root, as_json, status, sort) -> None:
 
 
 @click.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=RUN_DIR)
+@click.argument("run_dirs", nargs=-1, required=True, type=RUN_DIR, metavar="RUN_A RUN_B [RUN ...]")
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 def compare(run_dirs, as_json) -> None:
     """Compare RUN_A RUN_B [...]: the config keys that differ and the metrics side by side."""

@@ -30,7 +30,7 @@ BOMB_MESSAGE = ("the YAML expands to more than 100000 nodes through anchors and 
                 "(a billion-laughs document?)")
 TRAINING_KEYS = ("epochs, batch_size, optimizer, loss, metrics, early_stopping, "
                  "reduce_lr_on_plateau, class_weight, checkpoint, shuffle, deterministic, "
-                 "jit_compile, steps_per_execution")
+                 "jit_compile, tensorboard, steps_per_execution")
 SET_SYNTAX = ("expected KEY=VALUE with a dotted key such as training.epochs=5 or "
               "model.layers[0].Dense.units=64")
 OUTPUT_5_UNITS = ("the model's output has shape (None, 5), but the data has 3 classes and the "
@@ -129,7 +129,7 @@ def test_top_level_scalar_is_named_as_a_user_reads_it(cli, here, text, kind):
 
 @pytest.mark.parametrize("text, prefix, valid", [
     (tiny(extra="zzzqqq: 1\n"), "cfg.yaml:15: zzzqqq: unknown key",
-     r" keys: name, seed, dataset, preprocessing, model, training"),
+     r" keys: name, seed, dataset, preprocessing, model, training, tune"),
     (tiny("units: 8,", "zzzqqq: 8, units: 8,"),
      "cfg.yaml:10: model.layers[1].Dense.zzzqqq: Dense has no argument 'zzzqqq'",
      r": activation, .*, units, use_bias"),

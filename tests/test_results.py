@@ -96,9 +96,10 @@ def model_outputs(run: Path, x: np.ndarray) -> np.ndarray:
     """What the best checkpoint predicts for raw inputs, through the saved preprocessing."""
     from dlmine.data import Preprocessor
     from dlmine.evaluate import load_model_file
+    from dlmine.predict import PREDICT_BATCH
 
     model = load_model_file(run / "checkpoints" / "best.keras")
-    return model.predict(Preprocessor.load(run).transform_x(x), verbose=0)
+    return model.predict(Preprocessor.load(run).transform_x(x), batch_size=PREDICT_BATCH, verbose=0)
 
 
 # --- predict -----------------------------------------------------------------------------------

@@ -208,6 +208,24 @@ class TrainingConfig:
 
 
 @dataclass
+class TuneConfig:
+    metric: str = doc(
+        "What `dlmine tune` optimises: a metric of `history.csv` (its best epoch), e.g. "
+        "`val_accuracy` or `val_loss`.", "val_loss")
+    direction: Literal["auto", "minimize", "maximize"] = doc(
+        "`auto`: maximize accuracy-like metrics and AUC, minimize the others.", "auto")
+    trials: int = doc("Number of trials (`--trials` overrides).", 20, check=_positive)
+    timeout: int | None = doc("Stop starting trials after this many seconds; null for none.",
+                              check=lambda v: None if v is None else _positive(v))
+    pruner: Literal["median", "none"] = doc(
+        "Stop hopeless trials after an epoch (Optuna's median pruner) or never.", "median")
+    space: dict = doc(
+        "The search space: `{dotted.key: {choice: [...]} | {int: [low, high]} | "
+        "{uniform: [low, high]} | {loguniform: [low, high]}}`, over any key of the config, "
+        "layer arguments included (`model.layers[0].Conv2D.filters`).", factory=dict)
+
+
+@dataclass
 class Config:
     name: str | None = doc(
         "Name of the experiment; names the run directory. null: the config file's name.",
@@ -219,6 +237,8 @@ class Config:
         factory=PreprocessingConfig)
     model: ModelConfig = doc("The network.", factory=ModelConfig)
     training: TrainingConfig = doc("How to fit.", factory=TrainingConfig)
+    tune: TuneConfig | None = doc(
+        "Hyperparameter search for `dlmine tune`; ignored by `train`. null for none.")
 
 
 REQUIRED = {("dataset",), ("dataset", "name"), ("model",), ("model", "layers")}
