@@ -91,9 +91,7 @@ def export_run(run_dir: Path, fmt: str, output: Path | None, checkpoint: str, re
 def export_path(run: RunDir, fmt: str, output: Path | None) -> Path:
     """The target of an export, its name checked against the format."""
     if output is None:
-        folder = run / EXPORT_DIR
-        folder.mkdir(exist_ok=True)
-        return folder / DEFAULT_NAMES[fmt]
+        return run / EXPORT_DIR / DEFAULT_NAMES[fmt]
     output = Path(output)
     suffix = SUFFIXES.get(fmt)
     if suffix and output.suffix.lower() != suffix:
@@ -152,8 +150,9 @@ def check_inputs(run: RunDir, reporter: Reporter) -> tuple[np.ndarray, str]:
 def staged(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that replaces it when the block succeeds."""
     tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
-    _remove(tmp)
     try:
+        target.parent.mkdir(exist_ok=True)  # RUN_DIR/export/; an --output folder was checked to exist
+        _remove(tmp)
         yield tmp
         if tmp.is_dir() and target.is_dir():
             old = target.with_name(f".{target.name}.old{os.getpid()}")
