@@ -78,15 +78,19 @@ class Session:
     initial_epoch: int = 0
     state: dict | None = None
     rows: list | None = None
+    extra_callbacks: list | None = None
 
 
 def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
-          reporter: Reporter, argv: list[str], folds: int | None = None) -> RunDir:
+          reporter: Reporter, argv: list[str], folds: int | None = None,
+          extra_callbacks: list | None = None) -> RunDir:
     """Train a config into a new run directory and evaluate it on the test split.
 
     Args:
         folds: k-fold cross-validation: one run per fold in `RUN_DIR/fold-K/`, each validated
             on its fold, and the mean and standard deviation of their test metrics.
+        extra_callbacks: Keras callbacks added after dlmine's own (`dlmine tune` prunes with
+            one); they see each complete epoch's logs.
 
     Returns:
         The run directory, `completed`.
@@ -105,12 +109,13 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
         from dlmine.folds import train_folds
 
         return train_folds(loaded, splits, run, folds, device_used, reporter, argv)
-    _new_run(loaded, prepared, splits, run, device_used, reporter, argv)
+    _new_run(loaded, prepared, splits, run, device_used, reporter, argv, extra_callbacks)
     return run
 
 
 def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, run: RunDir,
-             device_used: str, reporter: Reporter, argv: list[str]) -> dict:
+             device_used: str, reporter: Reporter, argv: list[str],
+             extra_callbacks: list | None = None) -> dict:
     """Fit the preprocessing, write the run's first files, train and evaluate; the report."""
     from dlmine.model import compile_model
 
@@ -142,7 +147,7 @@ def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, r
     })
     for name, content in prep.state_files().items():
         run.write(name, content)
-    session = Session(run, cfg, prepared.model, prep, splits)
+    session = Session(run, cfg, prepared.model, prep, splits, extra_callbacks=extra_callbacks)
     return _run_session(session, reporter, argv)
 
 
@@ -329,7 +334,8 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
                                   (session.state or {}).get("best"))
     stateful = _keras_callbacks(cfg, session)
     writer = StateWriter(run, recorder, checkpoint, stateful)
-    callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer]
+    callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer,
+                 *(session.extra_callbacks or [])]
     if t.tensorboard:
         import keras
 
