@@ -215,6 +215,10 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     problems: list[Problem] = []
     keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.training.mixed_precision:  # after clear_session, which resets the policy
+        from dlmine.devices import gpus
+
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpus() else "mixed_bfloat16")
     if kind == "text":
         inputs, x = _text_input(cfg, src)
     else:
@@ -231,6 +235,8 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
             raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
                                            f"shape {_shape(x.shape)}: {_first_line(exc)}")]) from None
     check_output(cfg, src, x.shape, num_classes)
+    if cfg.training.mixed_precision:  # outputs and loss in float32, as Keras' guide advises
+        x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
     model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
     return model
 

@@ -266,3 +266,17 @@ def test_class_weights_from_the_training_labels():
     assert class_weights(cfg, y) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
     cfg.training.class_weight = {1: 3.0}
     assert class_weights(cfg, y) == {0: 1.0, 1: 3.0}
+
+
+def test_mixed_precision_computes_in_bfloat16_on_cpu_with_float32_outputs(cli, tiny_config, tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    try:
+        result = cli("train", tiny_config, "--run-dir", run, "--set", "training.mixed_precision=true")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is global to the process
+    assert result.exit_code == 0, result.output
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.layers[1].dtype_policy.name == "mixed_bfloat16"
+    assert model.layers[-1].name == "float32_output" and model.output.dtype == "float32"

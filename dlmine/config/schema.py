@@ -200,6 +200,9 @@ class TrainingConfig:
         "slower).", False)
     jit_compile: Literal["auto"] | bool = doc(
         "XLA compilation of the training step, as Keras' `jit_compile`.", "auto")
+    mixed_precision: bool = doc(
+        "Compute in 16-bit floats, keep the weights in 32: `mixed_float16` on a GPU, "
+        "`mixed_bfloat16` on a CPU (Keras' mixed precision policy).", False)
     tensorboard: bool = doc(
         "Write TensorBoard logs to `RUN_DIR/tensorboard/` (`keras.callbacks.TensorBoard`).", False)
     steps_per_execution: int = doc(
