@@ -5,8 +5,9 @@ a resumed run sees exactly the batches an uninterrupted one would. It feeds them
 `keras.utils.PyDataset` (`dlmine/batches.py`), where plain Keras code calls
 `fit(x, y, shuffle=True)` on arrays. This script trains the same model on the same data, in one
 process, through several input pipelines, alternating them over `--rounds` rounds, and prints
-the seconds inside `fit` of each (median over rounds), the first epoch (which includes tracing)
-apart from the later ones, and the final metrics: pipelines that feed the same batches in the
+the seconds inside `fit` of each (median over rounds), the process' CPU seconds in it (less
+disturbed than wall time when other work shares the cores), the first epoch (which includes
+tracing) apart from the later ones, and the final metrics: pipelines that feed the same batches in the
 same order must end with the same loss.
 
 Pipelines (`--variants`, each optionally suffixed `+spe=N` for `steps_per_execution` and `+jit`
@@ -33,8 +34,8 @@ from plain_keras_mnist import EpochTimes, build_model, load_data
 
 from dlmine.batches import EpochShuffled
 
-DEFAULT_VARIANTS = ["arrays", "arrays-keyed", "pydataset", "tfdata-keyed", "pydataset+spe=8",
-                    "tfdata-keyed+spe=8", "arrays+jit"]
+DEFAULT_VARIANTS = ["arrays", "arrays-keyed", "pydataset", "tfdata-keyed", "arrays+spe=8",
+                    "pydataset+spe=8", "tfdata-keyed+spe=8", "arrays+jit"]
 
 
 class EpochKeyed(keras.callbacks.Callback):
@@ -96,7 +97,7 @@ def run_variant(spec: dict, data, epochs: int, batch_size: int, seed: int) -> di
     model = build_model(spec["jit_compile"], spec["steps_per_execution"])
     times = EpochTimes()
     common = {"validation_data": validation, "verbose": 0}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     pipeline = spec["pipeline"]
     if pipeline == "arrays":
         history = model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
@@ -114,9 +115,10 @@ def run_variant(spec: dict, data, epochs: int, batch_size: int, seed: int) -> di
         clock = EpochKeyed()
         history = model.fit(keyed_tf_dataset(x, y, batch_size, seed, clock), epochs=epochs,
                             shuffle=False, callbacks=[clock, times], **common)
-    fit_s = time.perf_counter() - started
+    fit_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     last = {k: round(float(v[-1]), 6) for k, v in history.history.items()}
-    return {"variant": spec["name"], "fit_s": fit_s, "epoch_s": times.seconds, "final": last,
+    return {"variant": spec["name"], "fit_s": fit_s, "cpu_s": cpu_s, "epoch_s": times.seconds,
+            "final": last,
             "samples_per_s": len(x) * epochs / fit_s}
 
 
@@ -125,28 +127,31 @@ def summarize(results: list[dict], train_samples: int, epochs: int) -> list[dict
     for name in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == name]
         fit = statistics.median(r["fit_s"] for r in runs)
+        cpu = statistics.median(r["cpu_s"] for r in runs)
         later = [s for r in runs for s in r["epoch_s"][1:]]
         rows.append({
-            "variant": name, "runs": len(runs), "fit_s": round(fit, 2),
+            "variant": name, "runs": len(runs), "fit_s": round(fit, 2), "cpu_s": round(cpu, 2),
             "fit_s_all": [round(r["fit_s"], 2) for r in runs],
             "first_epoch_s": round(statistics.median(r["epoch_s"][0] for r in runs), 2),
             "later_epoch_s": round(statistics.median(later), 2) if later else None,
             "samples_per_s": round(train_samples * epochs / fit, 1),
             "final": runs[-1]["final"],
         })
-    base = next((r["fit_s"] for r in rows if r["variant"] == "arrays"), None)
+    base = next((r for r in rows if r["variant"] == "arrays"), None)
     for row in rows:
-        row["vs_arrays"] = round(row["fit_s"] / base, 3) if base else None
+        row["vs_arrays"] = round(row["fit_s"] / base["fit_s"], 3) if base else None
+        row["cpu_vs_arrays"] = round(row["cpu_s"] / base["cpu_s"], 3) if base else None
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'variant':<22} {'fit s':>7} {'vs arrays':>9} {'epoch 1 s':>9} {'later s':>8} "
-              f"{'samples/s':>9}  final loss / val_loss")
+    header = (f"{'variant':<22} {'fit s':>7} {'vs arrays':>9} {'CPU s':>6} {'vs arrays':>9} "
+              f"{'epoch 1 s':>9} {'later s':>8} {'samples/s':>9}  final loss / val_loss")
     print(header)
     for r in rows:
         final = r["final"]
         print(f"{r['variant']:<22} {r['fit_s']:>7.2f} {r['vs_arrays'] or 0:>9.3f} "
+              f"{r['cpu_s']:>6.2f} {r['cpu_vs_arrays'] or 0:>9.3f} "
               f"{r['first_epoch_s']:>9.2f} {r['later_epoch_s'] or 0:>8.2f} "
               f"{r['samples_per_s']:>9.0f}  {final.get('loss')} / {final.get('val_loss')}")
 
@@ -175,6 +180,7 @@ def main(argv=None) -> None:
             result = run_variant(spec, (train, validation), args.epochs, args.batch_size,
                                  args.seed)
             print(f"round {round_index + 1}: {result['variant']}: fit {result['fit_s']:.2f}s "
+                  f"CPU {result['cpu_s']:.2f}s "
                   f"epochs {[round(s, 2) for s in result['epoch_s']]}", file=sys.stderr,
                   flush=True)
             results.append(result)

@@ -155,6 +155,12 @@ def check(config, overrides) -> None:
                f"{prepared.model.count_params()} parameters")
 
 
+from dlmine.results_cli import COMMANDS  # noqa: E402  (light: Keras is imported inside)
+
+for _command in COMMANDS:
+    main.add_command(_command)
+
+
 def _debug() -> bool:
     ctx = click.get_current_context()
     return bool(ctx.find_root().params.get("debug"))

@@ -41,12 +41,58 @@ def read_input(run: RunDir, path: Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"input not found: {path}")
+    kind = _dataset_of(run)
+    if kind["name"] in ("csv", "parquet", "text", "images"):
+        return _read_file_input(kind, path)
     readers = {".npz": _read_npz, ".npy": _read_npy}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise UsageError(f"{path}: cannot read '{path.suffix or path.name}' files; expected an .npz "
                          f"file (array {', '.join(INPUT_ARRAYS[:-1])} or {INPUT_ARRAYS[-1]}) or an .npy file")
     return reader(path)
+
+
+def _dataset_of(run: RunDir) -> dict:
+    import yaml
+
+    try:
+        return yaml.safe_load((run / CONFIG).read_text())["dataset"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise DataError(f"{run / CONFIG}: cannot read the run's dataset section ({exc})") from None
+
+
+def _read_file_input(dataset: dict, path: Path):
+    """Tables: a CSV or Parquet file of raw columns. Text: a `.txt` file (one text), a folder
+    of `.txt` files (one text each) or a CSV with the text column. Images: one image file or a
+    folder of images, resized as in training."""
+    from dlmine.data import files, tabular
+
+    name, suffix = dataset["name"], path.suffix.lower()
+    if name in ("csv", "parquet"):
+        if suffix not in (".csv", ".parquet"):
+            raise UsageError(f"{path}: this run was trained on a table; expected a .csv or "
+                             f".parquet file of its columns, received '{suffix or path.name}'")
+        return tabular.read_table(path, "parquet" if suffix == ".parquet" else "csv")
+    if name == "text":
+        if path.is_dir():
+            texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
+        elif suffix == ".csv":
+            frame = tabular.read_table(path, "csv")
+            column = dataset.get("text_column") or "text"
+            if column not in frame.columns:
+                raise DataError(f"{path}: expected a column '{column}' holding the texts; "
+                                f"received the columns {', '.join(frame.columns)}")
+            texts = frame[column].fillna("").astype(str).tolist()
+        else:
+            texts = [path.read_text(encoding="utf-8")]
+        if not texts:
+            raise DataError(f"{path}: no texts (.txt files) to predict")
+        return np.asarray(texts, dtype=str)
+    paths = sorted(p for p in path.iterdir() if p.suffix.lower() in files.IMAGE_SUFFIXES) \
+        if path.is_dir() else [path]
+    if not paths:
+        raise DataError(f"{path}: no images ({', '.join(sorted(files.IMAGE_SUFFIXES))})")
+    return files.read_images(paths, dataset["image_size"], dataset.get("color_mode", "rgb"))
 
 
 def _read_npz(path: Path) -> np.ndarray:
@@ -122,9 +168,15 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]
 
     run = RunDir.open(run_dir)
     prep = Preprocessor.load(run.path)
-    x = check_inputs(read_input(run, input_path), prep.sample_shape, str(input_path))
+    x = read_input(run, input_path)
+    if getattr(prep, "kind", "arrays") == "arrays":  # tables and texts are checked by their encoders
+        x = check_inputs(x, prep.sample_shape, str(input_path))
     model = load_checkpoint(run, checkpoint)
-    outputs = np.asarray(model.predict(prep.transform_x(x), batch_size=PREDICT_BATCH, verbose=0))
+    from dlmine.batches import as_input
+
+    outputs = np.asarray(model.predict(as_input(prep.transform_x(x), batch_size=PREDICT_BATCH),
+                                       batch_size=None if prep.kind == "text" else PREDICT_BATCH,
+                                       verbose=0))
     return records(outputs, prep.task, class_names(run, outputs.shape[-1]))
 
 

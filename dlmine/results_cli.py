@@ -37,7 +37,11 @@ def _import_keras() -> None:
               help="Write here: FILE.csv or FILE.jsonl (JSON Lines). Default: CSV on stdout.")
 @CHECKPOINT
 def predict(run_dir, input_path, output, checkpoint) -> None:
-    """Predict INPUT (.npz with x, x_test or x_train; or .npy) with a run's preprocessing and model.
+    """Predict INPUT with a run's preprocessing and model.
+
+    INPUT is read as the run was trained: an .npz (x, x_test or x_train) or .npy for arrays, a
+    CSV or Parquet file for tables, a .txt file, a folder of .txt files or a CSV for text, an
+    image file or a folder of images for images.
 
     Writes the predicted class, its index and one probability per class (the value for
     regression), one row per sample.

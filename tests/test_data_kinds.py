@@ -62,6 +62,16 @@ def test_a_csv_table_trains_and_evaluates_from_raw_columns(cli, tmp_path):
     assert {"roc_auc", "pr_auc"} <= set(report["metrics"])  # binary: AUCs in eval.json
     again = cli("evaluate", tmp_path / "run", "--json")
     assert json.loads(again.stdout)["metrics"] == pytest.approx(report["metrics"], abs=1e-6)
+    (tmp_path / "new.csv").write_text("age,city,income\n30,paris,10\n50,rome,90\n")
+    predicted = cli("predict", tmp_path / "run", tmp_path / "new.csv")  # 'rome' was never seen
+    assert predicted.exit_code == 0, predicted.output
+    lines = predicted.stdout.splitlines()
+    assert lines[0] == "sample,class,class_index,prob_no,prob_yes" and len(lines) == 3
+    (tmp_path / "bad.csv").write_text("age,town\n30,paris\n")
+    refused = cli("predict", tmp_path / "run", tmp_path / "bad.csv")
+    assert refused.exit_code == 1
+    assert refused.stderr == ("Error: the input lacks column 'city'; this run was trained on the "
+                              "columns age, city, income\n")
 
 
 def test_table_encoder_handles_categories_never_seen_in_training():
@@ -198,6 +208,10 @@ def test_text_from_a_csv_or_class_folders(cli, tmp_path, source):
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
     # 11 words, the padding and the unknown token: the vocabulary is saved inside the model
     assert model.get_layer("text_vectorization").vocabulary_size() == 13
+    (tmp_path / "one.txt").write_text("great superb love the film")
+    predicted = cli("predict", tmp_path / "run", tmp_path / "one.txt")
+    assert predicted.exit_code == 0, predicted.output
+    assert predicted.stdout.splitlines()[1].startswith("0,pos,1,")
 
 
 IMAGE_CONFIG = """\
@@ -233,6 +247,10 @@ def test_image_folders_with_augmentation(cli, tmp_path):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["class_names"] == ["blue", "red"] and info["input_shape"] == [12, 12, 3]
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]["accuracy"] >= 0.9
+    predicted = cli("predict", tmp_path / "run", tmp_path / "imgs" / "red")
+    assert predicted.exit_code == 0, predicted.output
+    classes = [line.split(",")[1] for line in predicted.stdout.splitlines()[1:]]
+    assert len(classes) == 24 and classes.count("red") >= 20
 
 
 @pytest.mark.parametrize("config, metric, floor", [

@@ -149,29 +149,35 @@ def load_images(cfg: DatasetConfig) -> dict:
 
 
 def _image_folder(path: Path, cfg: DatasetConfig, known: list | None):
-    from PIL import Image, UnidentifiedImageError
-
     if not path.is_dir():
         raise DataError(f"image folder not found: {path}")
     names = _class_folders(path, known, "images")
-    height, width = cfg.image_size
-    mode = "RGB" if cfg.color_mode == "rgb" else "L"
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(names):
-        for file in sorted((path / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as image:
-                    array = np.asarray(image.convert(mode).resize((width, height)), dtype="float32")
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"{file}: not a readable image ({exc})") from None
-            images.append(array.reshape(height, width, -1))
-            labels.append(label)
-    if not images:
+        found = [f for f in sorted((path / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files += found
+        labels += [label] * len(found)
+    if not files:
         raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class "
                         "folders")
-    return np.stack(images), np.array(labels, dtype="int64"), names
+    return read_images(files, cfg.image_size, cfg.color_mode), np.array(labels, dtype="int64"), names
+
+
+def read_images(paths: list[Path], size: list[int], color_mode: str) -> np.ndarray:
+    """Images resized to `size` ([height, width]) in `color_mode`, as float32 arrays 0..255."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    mode = "RGB" if color_mode == "rgb" else "L"
+    images = []
+    for file in paths:
+        try:
+            with Image.open(file) as image:
+                array = np.asarray(image.convert(mode).resize((width, height)), dtype="float32")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"{file}: not a readable image ({exc})") from None
+        images.append(array.reshape(height, width, -1))
+    return np.stack(images)
 
 
 def image_info(cfg: DatasetConfig) -> tuple[tuple, list[str]]:
