@@ -59,8 +59,11 @@ def allowed_arguments(cls: type) -> set[str]:
 
 def check_spec(cfg: Config, src: Sources) -> list[Problem]:
     """Problems with layer names and arguments, the optimizer, the loss and the metrics."""
+    import keras
+
     problems: list[Problem] = []
     registry = layer_registry()
+    keras.utils.set_random_seed(cfg.seed)  # layers draw seeds: the same in every process
     for path, item in stacked_layers(cfg):
         _make_layer(item, path, registry, src, problems)
     problems.extend(_check_optimizer(cfg, src))

@@ -123,11 +123,17 @@ class RunDir:
             if path.exists() or path.is_symlink():
                 raise UsageError(f"run directory {path} already exists; dlmine never "
                                  "overwrites a run. Choose another --run-dir")
-            path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.mkdir()
             except FileExistsError:
-                raise UsageError(f"run directory {path} already exists") from None
+                if path.exists():
+                    raise UsageError(f"run directory {path} already exists") from None
+                raise DlmineError(f"cannot create run directory {path}: a file stands where a "
+                                  "folder above it should be") from None
+            except OSError as exc:
+                raise DlmineError(f"cannot create run directory {path}: "
+                                  f"{exc.strerror or exc}") from None
         else:
             path = cls._fresh_default(Path(runs_root), name)
         (path / CHECKPOINTS).mkdir()
@@ -135,7 +141,11 @@ class RunDir:
 
     @staticmethod
     def _fresh_default(root: Path, name: str) -> Path:
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DlmineError(f"cannot create the runs root {root}: "
+                              f"{exc.strerror or 'a file stands in the way'}") from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for attempt in range(1000):
             candidate = root / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
@@ -144,6 +154,9 @@ class RunDir:
                 return candidate
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise DlmineError(f"cannot create run directory {candidate}: "
+                                  f"{exc.strerror or exc}") from None
         raise DlmineError(f"cannot find a free run directory name under {root}")
 
     @classmethod
@@ -188,8 +201,14 @@ class RunDir:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold `.lock` while training; a lock whose process is dead is taken over."""
+        """Hold `.lock` while training; a lock whose process is dead is taken over.
+
+        Re-entrant: a process that already holds the lock keeps it (and the outer holder
+        releases it)."""
         lock = self.path / LOCK
+        if _lock_owner(lock) == os.getpid():
+            yield
+            return
         mine = self.path / f".lock.{os.getpid()}"
         mine.write_text(str(os.getpid()))  # the pid is in the file before the file is the lock
         try:

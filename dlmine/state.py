@@ -60,12 +60,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = self.saved["wait"]
             self.best = self.saved["best"] if self.saved["best"] is not None else self.best
             self.best_epoch = self.saved["best_epoch"]
+            self.stopped_epoch = self.saved.get("stopped_epoch", 0)
             if self.restore_best_weights and self.best_weights_from is not None:
                 self.best_weights = self.best_weights_from
 
     def state(self) -> dict:
         best = float(self.best) if self.best is not None and np.isfinite(self.best) else None
-        return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch)}
+        return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch),
+                "stopped_epoch": int(self.stopped_epoch)}
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):

@@ -171,11 +171,29 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         UsageError: the config changed (without `force`).
         DlmineError: nothing to resume, or a damaged checkpoint.
     """
+    run = RunDir.open(run_path)
+    with run.lock():  # before reading any state: a live trainer may be writing it
+        _remove_stale_temporaries(run)
+        return _resume_locked(run, loaded, force=force, device=device, reporter=reporter,
+                              argv=argv)
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """Temporary files a killed process left behind (never the files they were to replace)."""
+    from dlmine.rundir import CHECKPOINTS
+
+    for folder in (run.path, run.path / CHECKPOINTS):
+        for stale in list(folder.glob(".*.tmp")) + list(folder.glob(".*.keras")):
+            stale.unlink(missing_ok=True)
+
+
+def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: str,
+                   reporter: Reporter, argv: list[str]) -> RunDir:
+    """`resume`, with the run directory's lock held."""
     from dlmine.errors import UsageError
     from dlmine.evaluate import load_model_file
     from dlmine.state import load_state, restore_seed_states
 
-    run = RunDir.open(run_path)
     info = run.read_json(RUN_JSON)
     cfg = loaded.config
     saved = _saved_config(run)
@@ -197,9 +215,12 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
     model = load_model_file(checkpoint, "last")
     restore_seed_states(model, state["seed_generators"])
     rows = _history_rows(run, state["epoch"])
-    session = Session(run, cfg, model, prep, splits, state["epoch"], state, rows)
+    first_epoch = state["epoch"]
+    if (state.get("callbacks", {}).get("early_stopping") or {}).get("stopped_epoch"):
+        first_epoch = cfg.training.epochs  # early stopping had ended it: only finish the run
+    session = Session(run, cfg, model, prep, splits, first_epoch, state, rows)
 
-    def mark_resumed():  # under the lock: a second process must not get this far
+    def mark_resumed():
         if changes:
             run.write(CONFIG, to_yaml(cfg))
         resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
@@ -230,15 +251,31 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _history_rows(run: RunDir, epochs: int) -> list[dict]:
-    """The committed rows of `history.csv`: a row written after the last state is dropped."""
+    """The committed rows of `history.csv`: a row written after the last state is dropped.
+
+    Raises:
+        DlmineError: the file is missing, damaged, or lacks committed epochs (a resume would
+            leave a gap).
+    """
     import csv
 
-    if not (run / HISTORY).is_file():
-        return []
-    with open(run / HISTORY, newline="") as handle:
-        rows = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
-    return [row for row in rows if row["epoch"] <= epochs]
+    from dlmine.errors import DlmineError
+
+    path = run / HISTORY
+    try:
+        with open(path, newline="") as handle:
+            rows = [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                    for row in csv.DictReader(handle)]
+    except FileNotFoundError:
+        rows = []
+    except (ValueError, TypeError, OSError, csv.Error) as exc:
+        raise DlmineError(f"{path} is damaged ({exc}); cannot resume without losing the "
+                          "history of the epochs before") from None
+    rows = [row for row in rows if row["epoch"] <= epochs]
+    if [row["epoch"] for row in rows] != list(range(1, epochs + 1)):
+        raise DlmineError(f"{path} does not hold epochs 1..{epochs}, which training_state.json "
+                          "committed; cannot resume without a gap in the history")
+    return rows
 
 
 def _set_up_backend(cfg, device: str) -> str:
@@ -334,7 +371,10 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
                                   (session.state or {}).get("best"))
     stateful = _keras_callbacks(cfg, session)
     writer = StateWriter(run, recorder, checkpoint, stateful)
-    callbacks = [batches.callback(), recorder, checkpoint, *stateful.values(), writer,
+    # The recorder logs the learning rate the epoch used, before reduce-LR changes it; the
+    # checkpoint comes after early stopping and reduce-LR, so last.keras holds their changes,
+    # and the state is written last, as the commit marker.
+    callbacks = [batches.callback(), recorder, *stateful.values(), checkpoint, writer,
                  *(session.extra_callbacks or [])]
     if t.tensorboard:
         import keras

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -39,7 +40,6 @@ from tests.conftest import ROOT, write_config
 
 EPOCHS = 6
 TOL = 1e-6
-CHECKPOINTS = ("best.keras", "last.keras", "previous.keras")
 ONE_PROBLEM = "Error: 1 problem in the config:\n"
 TAG_REFUSED = ("is not allowed: dlmine reads plain YAML only (yaml.safe_load) and never builds "
                "Python objects; nothing was executed")
@@ -239,11 +239,31 @@ class Baseline:
 
 
 @pytest.fixture(scope="module")
-def baseline(workdir) -> Baseline:
+def _started(workdir):
+    """The baseline and the run to interrupt train side by side (two processes, two cores)."""
+    base = Proc("train", workdir / "rel.yaml", "--run-dir", workdir / "baseline")
+    run = workdir / "interrupted"
+    stopped = Proc("train", workdir / "rel.yaml", "--run-dir", run)
+
+    def stop_in_epoch_3():
+        while stopped.poll() is None and state_epoch(run) < 2:
+            time.sleep(0.005)
+        if stopped.poll() is None:
+            stopped.signal(signal.SIGTERM)
+
+    thread = threading.Thread(target=stop_in_epoch_3, daemon=True)
+    thread.start()
+    yield base, stopped, thread
+    base.kill()
+    stopped.kill()
+
+
+@pytest.fixture(scope="module")
+def baseline(workdir, _started) -> Baseline:
     """One uninterrupted run of the config: what every interrupted-then-resumed run must equal."""
     run = workdir / "baseline"
-    result = dlmine("train", workdir / "rel.yaml", "--run-dir", run)
-    assert result.returncode == 0, result.stderr
+    proc = _started[0]
+    assert proc.wait(timeout=300) == 0, proc.stderr
     return Baseline(run, load_weights(run / "model.keras"),
                     load_weights(run / "checkpoints" / "best.keras"), history(run),
                     json.loads((run / "eval.json").read_text()),
@@ -259,13 +279,12 @@ class Interrupted:
 
 
 @pytest.fixture(scope="module")
-def interrupted(workdir) -> Interrupted:
+def interrupted(workdir, _started) -> Interrupted:
     """A run stopped by SIGTERM in its third epoch (two complete ones); tests work on copies."""
     run = workdir / "interrupted"
-    proc = Proc("train", workdir / "rel.yaml", "--run-dir", run)
-    wait_until(lambda: state_epoch(run) >= 2, proc, "epoch 2 to be committed")
-    proc.signal(signal.SIGTERM)
-    code = proc.wait()
+    _, proc, thread = _started
+    thread.join(timeout=300)
+    code = proc.wait(timeout=300)
     return Interrupted(run, code, proc.stderr, state_epoch(run))
 
 
@@ -279,6 +298,9 @@ def assert_same_as_baseline(run: Path, base: Baseline, epochs: int = EPOCHS) -> 
     rows = history(run)
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert set(rows[0]) == set(base.history[0])
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert rates == pytest.approx([float(r["learning_rate"]) for r in base.history], abs=1e-9), (
+        "the learning rate of each epoch (ReduceLROnPlateau) differs from the uninterrupted run")
     for mine, theirs in zip(rows, base.history, strict=True):
         for key in theirs:
             assert float(mine[key]) == pytest.approx(float(theirs[key]), abs=TOL), (mine, theirs)
@@ -326,6 +348,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_the_uninterrupted_run(wor
         time.sleep(delay)
         assert proc.kill() == -signal.SIGKILL, f"finished before the kill at +{delay:.3f}s"
         moments.append((kill, round(delay, 3), state_epoch(run)))
+        print(f"kill {kill}: +{delay:.3f}s, committed epoch {state_epoch(run)}")
         assert_committed_and_loadable(run)
         assert (run / ".lock").exists()  # left by the dead process; --resume takes it over
         if kill < 2:
@@ -342,22 +365,22 @@ def test_sigkill_at_random_moments_then_resume_ends_as_the_uninterrupted_run(wor
 # --- 2. SIGKILL while a checkpoint is written ------------------------------------------------------
 
 def new_temp(folder: Path, proc: Proc, old: set, prefix: str = ".last.") -> str:
-    """Poll `folder` until a temporary `.last.*.keras` that was not there before appears."""
+    """Poll `folder` until a temporary `{prefix}*.keras` that was not there before appears."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        for name in os.listdir(folder):
+        for name in os.listdir(folder) if folder.is_dir() else ():
             if name.startswith(prefix) and name.endswith(".keras") and name not in old:
                 return name
         if proc.poll() is not None:
             pytest.fail(f"dlmine exited ({proc.poll()}) before writing a checkpoint:\n{proc.stderr}")
-        time.sleep(0.0002)
+        time.sleep(0.001)
     proc.kill()
     pytest.fail("no checkpoint was written")
 
 
-@pytest.mark.parametrize("delays", [(0.0, 0.015)], ids=["at-once-then-15ms"])
-def test_sigkill_while_last_keras_is_written(workdir, baseline, tmp_path, cli, delays):
-    """Killed right after the temporary file of last.keras appears (empty, then half written)."""
+def test_sigkill_while_last_keras_is_written(workdir, baseline, tmp_path, cli):
+    """Killed as the temporary file of last.keras appears (empty), then 15 ms into the write."""
+    delays = (0.0, 0.015)
     run = tmp_path / "run"
     folder = run / "checkpoints"
     proc = Proc("train", workdir / "rel.yaml", "--run-dir", run)
@@ -384,10 +407,30 @@ def test_sigkill_while_last_keras_is_written(workdir, baseline, tmp_path, cli, d
     assert_same_as_baseline(run, baseline)
 
 
+def test_sigkill_after_early_stopping_while_model_keras_is_written(workdir, tmp_path, cli):
+    """Early stopping ended training; a kill while the run is finished must not add an epoch."""
+    run = tmp_path / "run"
+    proc = Proc("train", workdir / "rel.yaml", "--run-dir", run, "--set",
+                "training.early_stopping={monitor: val_loss, patience: 1}")
+    new_temp(run, proc, set(), prefix=".model.")
+    assert proc.kill() == -signal.SIGKILL
+    state = assert_committed_and_loadable(run)
+    stopped = state["epoch"]
+    assert 1 < stopped < EPOCHS, "early stopping did not stop the run early"
+    assert state["last_sha256"] == sha256(run / "checkpoints" / "last.keras")
+    final = load_weights(run / "checkpoints" / "last.keras")
+    result = cli("train", "--resume", run)
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())
+    assert (info["status"], info["epochs_completed"]) == ("completed", stopped)
+    assert history_epochs(run) == list(range(1, stopped + 1))
+    assert max_weight_diff(load_weights(run / "model.keras"), final) <= TOL
+
+
 # --- 3. SIGINT, SIGTERM, two SIGINTs -------------------------------------------------------------
 
 def test_sigterm_finishes_the_batch_marks_interrupted_and_resume_matches(interrupted, baseline,
-                                                                         tmp_path):
+                                                                         tmp_path, cli):
     src = interrupted
     assert src.returncode == 130, src.stderr
     assert src.epochs >= 2
@@ -401,8 +444,8 @@ def test_sigterm_finishes_the_batch_marks_interrupted_and_resume_matches(interru
     assert load_weights(src.run / "checkpoints" / "last.keras")
     assert not (src.run / ".lock").exists() and not (src.run / "model.keras").exists()
     run = copy_run(src.run, tmp_path / "run")
-    result = dlmine("train", "--resume", run)
-    assert result.returncode == 0, result.stderr
+    result = cli("train", "--resume", run)
+    assert result.exit_code == 0, result.output
     assert f"epoch {src.epochs + 1}/{EPOCHS} - " in result.stderr
     assert f"epoch {src.epochs}/{EPOCHS} - " not in result.stderr
     assert_same_as_baseline(run, baseline)
@@ -670,6 +713,7 @@ class Case:
     expect: Callable[[Ctx], str]  # -> the exact stderr, or a part of it (see `match`)
     match: str = "exact"  # or "part", or "squashed" (a part of a warning that rich may wrap)
     new_run: bool = False  # a `train` that must create no run directory
+    evaluated: str | None = None  # `evaluate` succeeds: the checkpoint eval.json names
 
 
 def problem(line: str) -> Callable[[Ctx], str]:
@@ -799,6 +843,15 @@ def lambda_last_with_matching_state(ctx: Ctx) -> list:
     return ["train", "--resume", run]
 
 
+def lambda_model_keras(ctx: Ctx) -> list:
+    """model.keras is the final model for users; dlmine itself never loads it."""
+    run = ctx.completed()
+    ctx.guarded.remove(run)
+    lambda_model(ctx, run / "model.keras")
+    ctx.guarded.append(run)
+    return ["evaluate", run]
+
+
 def custom_module_best(ctx: Ctx) -> list:
     """best.keras whose config names `os.system` as a layer class (module: os)."""
     run = ctx.completed()
@@ -877,6 +930,18 @@ def pickled_statistics(ctx: Ctx) -> list:
     payload = np.array([Reducer(ctx.marker)], dtype=object)
     np.savez(run / "preprocessing.npz", mean=payload, std=payload)
     return ["evaluate", run]
+
+
+def changed_data(ctx: Ctx) -> list:
+    """The run's config.yaml now names other data (editing it leaves no config difference)."""
+    run = ctx.stopped()
+    ctx.guarded.remove(run)
+    make_npz(ctx.folder / "other.npz", 1000)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["dataset"]["path"] = str(ctx.folder / "other.npz")
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    ctx.guarded.append(run)
+    return ["train", "--resume", run]
 
 
 def run_path(ctx: Ctx) -> Path:
@@ -986,14 +1051,16 @@ CORPUS = [
                      "overwrites a run. Choose another --run-dir\n"),
     Case("best-keras-carries-a-lambda", lambda_best, 1,
          lambda ctx: f"Error: {run_path(ctx)}/checkpoints/best.keras {REFUSED_MODEL}\n"),
+    Case("model-keras-carries-a-lambda", lambda_model_keras, 0, lambda ctx: "", evaluated="best"),
     Case("last-keras-carries-a-lambda-with-matching-state", lambda_last_with_matching_state, 1,
          lambda ctx: f"Error: {run_path(ctx)}/checkpoints/last.keras {REFUSED_MODEL}\n"),
     Case("best-keras-names-os-system", custom_module_best, 0,
          lambda ctx: squash(f"Warning: {run_path(ctx)}/checkpoints/best.keras is damaged and cannot "
-                            "be loaded:"), match="squashed"),
+                            "be loaded:"), match="squashed", evaluated="last"),
     Case("h5-in-place-of-best-keras", lambda ctx: ["evaluate", h5_model(ctx, "best.keras")], 0,
          lambda ctx: squash(f"Warning: {run_path(ctx)}/checkpoints/best.keras {NOT_KERAS}; "
-                            "evaluating the last checkpoint instead"), match="squashed"),
+                            "evaluating the last checkpoint instead"), match="squashed",
+         evaluated="last"),
     Case("h5-in-place-of-both-checkpoints",
          lambda ctx: ["evaluate", h5_model(ctx, "best.keras", "last.keras")], 1,
          lambda ctx: f"Error: {run_path(ctx)}/checkpoints/best.keras {NOT_KERAS}\n"),
@@ -1009,12 +1076,17 @@ CORPUS = [
          match="part"),
     Case("run-json-missing-on-resume", damaged("run.json", b"", "resume"), 1,
          lambda ctx: f"Error: {run_path(ctx)}/run.json is missing\n"),
+    Case("run-json-missing-on-evaluate", damaged("run.json", b"", "evaluate"), 0, lambda ctx: "",
+         evaluated="best"),
     Case("run-json-garbage-on-resume", damaged("run.json", b"\x00\xff{", "resume"), 1,
          lambda ctx: f"Error: {run_path(ctx)}/run.json is damaged: ", match="part"),
     Case("history-csv-garbage-on-resume", damaged("history.csv", b"garbage,,\n\x01\x02\n", "resume"), 1,
          lambda ctx: f"{run_path(ctx)}/history.csv", match="part"),
     Case("history-csv-missing-on-resume", damaged("history.csv", b"", "resume"), 1,
          lambda ctx: f"{run_path(ctx)}/history.csv", match="part"),
+    Case("data-changed-since-training-on-resume", changed_data, 2,
+         lambda ctx: "Error: the data differ from those this run was trained on (the fingerprint in "
+                     "run.json does not match); resume with --force to accept\n"),
     Case("run-config-with-python-tag", tagged_run_config, 2,
          lambda ctx: f"the tag '{PY}object/apply:os.system' {TAG_REFUSED}", match="part"),
 ]
@@ -1049,6 +1121,10 @@ def test_hostile_input_has_its_exact_outcome(case, baseline, interrupted, tmp_pa
         assert not (tmp_path / "new").exists()
     if ctx.outside is not None:
         assert ctx.outside.exists() == outside_before
-    if case.code == 0 and args[0] == "evaluate":
+    if case.evaluated:
         report = json.loads((run_path(ctx) / "eval.json").read_text())
-        assert (report["checkpoint"], report["fallback_from"]) == ("last", "best")
+        assert report["checkpoint"] == case.evaluated
+        assert report.get("fallback_from") == ("best" if case.evaluated == "last" else None)
+        assert report["metrics"].keys() == ctx.baseline.eval["metrics"].keys()
+        if case.evaluated == "best":
+            assert report["metrics"] == pytest.approx(ctx.baseline.eval["metrics"], abs=TOL)

@@ -192,6 +192,9 @@ def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> No
                                         dotted(path), "expected plain keys, received a "
                                         "mapping or list used as a key"))
                 continue
+            if not _PLAIN_TAG.match(key.tag or ""):
+                _walk(key, path, sources, problems, depth + 1)  # reports the tag
+                continue
             name = _key_value(key)
             child = path + (name,)
             key_line = key.start_mark.line + 1
