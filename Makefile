@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DLMINE_DATA_DIR ?= $(abspath ../shared/data)
 export DLMINE_DATA_DIR
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test lint docs bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +24,20 @@ demo: $(VENV)/.installed
 	run=$$($(BIN)/dlmine train configs/digits_cnn.yaml) && $(BIN)/dlmine evaluate "$$run"
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check dlmine tests
+	$(BIN)/ruff check dlmine tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check dlmine tests
+	$(BIN)/ruff check dlmine tests benchmarks
 
 # Regenerate the config reference in README.md from the schema.
 docs: $(VENV)/.installed
 	$(BIN)/python -m dlmine.config.reference --write README.md
+
+# dlmine against the same model as a plain Keras script, alternated, on the real MNIST
+# ($DLMINE_DATA_DIR/mnist.npz); rewrites docs/benchmarks.md. Several minutes.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/vs_plain_keras.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

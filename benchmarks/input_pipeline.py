@@ -10,8 +10,9 @@ disturbed than wall time when other work shares the cores), the first epoch (whi
 tracing) apart from the later ones, and the final metrics: pipelines that feed the same batches in the
 same order must end with the same loss.
 
-Pipelines (`--variants`, each optionally suffixed `+spe=N` for `steps_per_execution` and `+jit`
-for `jit_compile=True`; `+jit` variants run in the first round only, being far slower on CPU):
+Pipelines (`--variants`, each optionally suffixed `+spe=N` for `steps_per_execution`, `+jit`
+for `jit_compile=True` (run in the first round only, being far slower on CPU) and `+tiny` for a
+model of one Dense layer, whose `fit` time is mostly the cost of feeding the batches):
     arrays         fit(x, y, shuffle=True): plain Keras, Keras' own order
     arrays-keyed   one fit per epoch on x[perm], shuffle=False: dlmine's order, plain arrays
     pydataset      dlmine today: EpochShuffled and its callback, shuffle=False
@@ -35,7 +36,9 @@ from plain_keras_mnist import EpochTimes, build_model, load_data
 from dlmine.batches import EpochShuffled
 
 DEFAULT_VARIANTS = ["arrays", "arrays-keyed", "pydataset", "tfdata-keyed", "arrays+spe=8",
-                    "pydataset+spe=8", "tfdata-keyed+spe=8", "arrays+jit"]
+                    "pydataset+spe=8", "tfdata-keyed+spe=8", "arrays+jit",
+                    "arrays+tiny", "pydataset+tiny", "tfdata-keyed+tiny", "arrays+tiny+spe=8",
+                    "pydataset+tiny+spe=8", "tfdata-keyed+tiny+spe=8"]
 
 
 class EpochKeyed(keras.callbacks.Callback):
@@ -77,10 +80,13 @@ def keyed_tf_dataset(x, y, batch_size: int, seed: int, clock: EpochKeyed):
 
 def parse_variant(text: str) -> dict:
     name, *options = text.split("+")
-    spec = {"name": text, "pipeline": name, "steps_per_execution": 1, "jit_compile": "auto"}
+    spec = {"name": text, "pipeline": name, "steps_per_execution": 1, "jit_compile": "auto",
+            "tiny": False}
     for option in options:
         if option == "jit":
             spec["jit_compile"] = True
+        elif option == "tiny":
+            spec["tiny"] = True
         elif option.startswith("spe="):
             spec["steps_per_execution"] = int(option[4:])
         else:
@@ -94,7 +100,14 @@ def run_variant(spec: dict, data, epochs: int, batch_size: int, seed: int) -> di
     (x, y), validation = data
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = build_model(spec["jit_compile"], spec["steps_per_execution"])
+    if spec["tiny"]:
+        model = keras.Sequential([keras.Input(shape=x.shape[1:]), keras.layers.Flatten(),
+                                  keras.layers.Dense(y.shape[1], activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=spec["jit_compile"],
+                      steps_per_execution=spec["steps_per_execution"])
+    else:
+        model = build_model(spec["jit_compile"], spec["steps_per_execution"])
     times = EpochTimes()
     common = {"validation_data": validation, "verbose": 0}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -137,8 +150,10 @@ def summarize(results: list[dict], train_samples: int, epochs: int) -> list[dict
             "samples_per_s": round(train_samples * epochs / fit, 1),
             "final": runs[-1]["final"],
         })
-    base = next((r for r in rows if r["variant"] == "arrays"), None)
     for row in rows:
+        tiny = "+tiny" in row["variant"]
+        row["tiny"] = tiny
+        base = next((r for r in rows if r["variant"] == ("arrays+tiny" if tiny else "arrays")), None)
         row["vs_arrays"] = round(row["fit_s"] / base["fit_s"], 3) if base else None
         row["cpu_vs_arrays"] = round(row["cpu_s"] / base["cpu_s"], 3) if base else None
     return rows

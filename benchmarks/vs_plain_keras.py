@@ -380,11 +380,24 @@ def startup_section(rows: list[dict]) -> list[str]:
     ]
 
 
+def pipeline_table(rows: list[dict]) -> list[str]:
+    return table(
+        ["variant", "fit s", "each round", "vs arrays", "CPU s", "vs arrays", "epoch 1 s",
+         "later epochs s", "samples/s", "final loss", "final val_loss"],
+        [[f"`{r['variant']}`", f"{r['fit_s']:.2f}", ", ".join(f"{s:.2f}" for s in r["fit_s_all"]),
+          f"{r['vs_arrays']:.3f}" if r["vs_arrays"] else "", f"{r['cpu_s']:.2f}",
+          f"{r['cpu_vs_arrays']:.3f}" if r["cpu_vs_arrays"] else "", f"{r['first_epoch_s']:.2f}",
+          f"{r['later_epoch_s']:.2f}" if r["later_epoch_s"] is not None else "",
+          f"{r['samples_per_s']:.0f}", r["final"].get("loss"), r["final"].get("val_loss")]
+         for r in rows])
+
+
 def pipeline_section(pipeline: dict | None) -> list[str]:
     lines = ["## Input pipeline", ""]
     if pipeline is None:
         return lines + ["Not measured in this run (`--pipeline-rounds 0`).", ""]
-    rows = pipeline["rows"]
+    rows = [r for r in pipeline["rows"] if not r.get("tiny")]
+    tiny = [r for r in pipeline["rows"] if r.get("tiny")]
     usable = [r for r in rows if not r["variant"].startswith("arrays")]
     fastest = min(usable or rows, key=lambda r: r["fit_s"])
     reference = next((r for r in rows if r["variant"] == "pydataset"), None)
@@ -393,21 +406,16 @@ def pipeline_section(pipeline: dict | None) -> list[str]:
         "through each pipeline, alternated over "
         f"{pipeline['args']['rounds']} rounds (medians). `pydataset` is what dlmine does "
         "today (`dlmine/batches.py`: `EpochShuffled`, a `keras.utils.PyDataset`, with "
-        "`fit(shuffle=False)`); `arrays` is plain Keras on arrays; every other variant keeps "
-        "dlmine's order, keyed to (seed, epoch), which the equal final losses confirm. "
-        "`+spe=N` is `steps_per_execution=N`, `+jit` is `jit_compile=True` (run in the first "
-        "round only). **fit s** is the wall time of the `fit` calls, **CPU s** the process' CPU "
-        "time in them (all threads), which other work on the machine disturbs less.",
+        "`fit(shuffle=False)`); `arrays` is plain Keras on arrays; `tfdata-keyed` is a tf.data "
+        "pipeline that draws `default_rng([seed, epoch]).permutation(n)` when each epoch's "
+        "iterator starts and gathers the batches in TensorFlow (`keyed_tf_dataset` in the "
+        "script). Every variant but `arrays` keeps dlmine's order, keyed to (seed, epoch), "
+        "which the equal final losses confirm. `+spe=N` is `steps_per_execution=N`, `+jit` is "
+        "`jit_compile=True` (run in the first round only). **fit s** is the wall time of the "
+        "`fit` calls, **CPU s** the process' CPU time in them (all threads), which other work "
+        "on the machine disturbs less.",
         "",
-        *table(["variant", "fit s", "each round", "vs arrays", "CPU s", "vs arrays",
-                "epoch 1 s", "later epochs s", "samples/s", "final loss", "final val_loss"],
-               [[f"`{r['variant']}`", f"{r['fit_s']:.2f}", ", ".join(f"{s:.2f}" for s in r["fit_s_all"]),
-                 f"{r['vs_arrays']:.3f}" if r["vs_arrays"] else "", f"{r['cpu_s']:.2f}",
-                 f"{r['cpu_vs_arrays']:.3f}" if r["cpu_vs_arrays"] else "",
-                 f"{r['first_epoch_s']:.2f}",
-                 f"{r['later_epoch_s']:.2f}" if r["later_epoch_s"] is not None else "",
-                 f"{r['samples_per_s']:.0f}", r["final"].get("loss"), r["final"].get("val_loss")]
-                for r in rows]),
+        *pipeline_table(rows),
         "",
         "`arrays-keyed` calls `fit` once per epoch, which dlmine's callbacks (progress, early "
         "stopping, checkpoints) do not allow; it shows what plain arrays in dlmine's order cost. "
@@ -418,6 +426,15 @@ def pipeline_section(pipeline: dict | None) -> list[str]:
            f"{fastest['cpu_s'] / reference['cpu_s']:.3f}x CPU)." if reference else "."),
         "",
     ]
+    if tiny:
+        lines += [
+            "The cost of feeding alone: the same pipelines with a model of one Dense layer "
+            "(`+tiny`), whose training step costs almost nothing, so that `fit` time is mostly "
+            "moving batches and the per-step overhead:",
+            "",
+            *pipeline_table(tiny),
+            "",
+        ]
     return lines
 
 

@@ -156,8 +156,9 @@ def check(config, overrides) -> None:
 
 
 from dlmine.results_cli import COMMANDS  # noqa: E402  (light: Keras is imported inside)
+from dlmine.tune_cli import COMMANDS as TUNE_COMMANDS  # noqa: E402
 
-for _command in COMMANDS:
+for _command in [*COMMANDS, *TUNE_COMMANDS]:
     main.add_command(_command)
 
 

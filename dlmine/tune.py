@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from dlmine.config import LoadedConfig, load_config, to_yaml
 from dlmine.config.loading import suggest
 from dlmine.console import Reporter
-from dlmine.errors import ConfigError, DlmineError, TrainingError, UsageError
+from dlmine.errors import ConfigError, DlmineError, Interrupted, TrainingError, UsageError
 from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, now_iso
 from dlmine.tune_report import say, shown, summarize
 from dlmine.tune_space import Distribution, check_space, override
@@ -305,7 +305,11 @@ class Search:
             trial.set_user_attr("error", str(exc))
             _mark_failed(run_dir, trial.number)
             return TrialState.FAIL, None
-        except BaseException:  # interrupted, or a mistake every trial would make: the study stops
+        except Interrupted:
+            _mark_failed(run_dir, trial.number)
+            raise Interrupted(f"interrupted during trial {trial.number}, which will not count; "
+                              f"continue the study with: dlmine tune --resume {self.folder}") from None
+        except BaseException:  # a mistake every trial would make: the study stops
             _mark_failed(run_dir, trial.number)
             raise
         value = best_epoch_value(run_dir, self.metric, self.direction)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from dlmine.errors import DlmineError
+
 
 def _debug() -> bool:
     ctx = click.get_current_context()
@@ -58,7 +60,12 @@ def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, ove
                                "and --study-dir cannot be used with it")
     devices.select(device)
     devices.import_keras(_debug())
-    from dlmine import tune as tuning
+    try:
+        from dlmine import tune as tuning
+    except ModuleNotFoundError as exc:
+        if exc.name != "optuna":
+            raise
+        raise DlmineError("dlmine tune needs Optuna: pip install 'dlmine[tune]'") from None
     from dlmine.console import Reporter
 
     options = tuning.TuneOptions(trials, timeout, storage, device, sys.argv[1:])

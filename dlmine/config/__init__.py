@@ -57,6 +57,7 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         raise ConfigError([Problem(f"{name}:1", "", "expected a mapping with the sections "
                                    f"dataset, model, training; received {describe_value(data)}")])
     problems = apply_overrides(data, overrides, sources)
+    _name_an_optimizer_made_by_set(data, sources)
     if seed is not None:
         data["seed"] = seed
     config = build(Config, data, (), sources, problems, REQUIRED)
@@ -72,6 +73,16 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         if getattr(config.dataset, key):
             setattr(config.dataset, key, str((path.parent / getattr(config.dataset, key)).resolve()))
     return LoadedConfig(config, sources, path)
+
+
+def _name_an_optimizer_made_by_set(data: dict, sources) -> None:
+    """`--set training.optimizer.learning_rate=X` on a file without `optimizer:` changes the
+    default optimizer's learning rate, rather than making an optimizer without a name."""
+    optimizer = (data.get("training") or {}).get("optimizer") if isinstance(
+        data.get("training"), dict) else None
+    if (isinstance(optimizer, dict) and "name" not in optimizer
+            and ("training", "optimizer") not in sources.lines):
+        optimizer["name"] = "adam"
 
 
 def _reading_order(problem: Problem) -> tuple:
