@@ -135,29 +135,9 @@ class RunDir:
                 raise DlmineError(f"cannot create run directory {path}: "
                                   f"{exc.strerror or exc}") from None
         else:
-            path = cls._fresh_default(Path(runs_root), name)
+            path = fresh_folder(Path(runs_root), name)
         (path / CHECKPOINTS).mkdir()
         return cls(path)
-
-    @staticmethod
-    def _fresh_default(root: Path, name: str) -> Path:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DlmineError(f"cannot create the runs root {root}: "
-                              f"{exc.strerror or 'a file stands in the way'}") from None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for attempt in range(1000):
-            candidate = root / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
-            try:
-                candidate.mkdir()
-                return candidate
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise DlmineError(f"cannot create run directory {candidate}: "
-                                  f"{exc.strerror or exc}") from None
-        raise DlmineError(f"cannot find a free run directory name under {root}")
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -230,6 +210,26 @@ class RunDir:
             yield
         finally:
             _remove_quietly(lock)
+
+
+def fresh_folder(root: Path, prefix: str) -> Path:
+    """Create and return `root/<prefix>-<YYYYmmdd-HHMMSS>[-N]`, a folder no one had before."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DlmineError(f"cannot create the runs root {root}: "
+                          f"{exc.strerror or 'a file stands in the way'}") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = root / (f"{prefix}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise DlmineError(f"cannot create {candidate}: {exc.strerror or exc}") from None
+    raise DlmineError(f"cannot find a free folder name under {root}")
 
 
 def _files(folder: Path) -> list[Path]:

@@ -38,7 +38,7 @@ from dlmine.config import LoadedConfig, load_config, to_yaml
 from dlmine.config.loading import suggest
 from dlmine.console import Reporter
 from dlmine.errors import ConfigError, DlmineError, Interrupted, TrainingError, UsageError
-from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, now_iso
+from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, fresh_folder, now_iso
 from dlmine.tune_report import say, shown, summarize
 from dlmine.tune_space import Distribution, check_space, override
 
@@ -229,17 +229,7 @@ def _create_study_dir(path: Path | None, runs_root: Path, name: str) -> Path:
             raise UsageError(f"study directory {path} already exists; continue it with dlmine "
                              f"tune --resume {path}, or choose another --study-dir") from None
         return path
-    root = Path(runs_root)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1000):
-        candidate = root / (f"{name}-tune-{stamp}" + (f"-{attempt}" if attempt else ""))
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise DlmineError(f"cannot find a free study directory name under {root}")
+    return fresh_folder(Path(runs_root), f"{name}-tune")
 
 
 # --- the trials --------------------------------------------------------------------------------
