@@ -166,9 +166,11 @@ def binary_scores(run: RunDir, split: str, checkpoint: str) -> tuple[np.ndarray,
 
     import_keras()  # only binary runs need the model, so `report` imports Keras here, quietly
 
+    from dlmine.batches import as_input
+
     x, y = split_inputs(run, split)
-    outputs = np.asarray(load_checkpoint(run, checkpoint).predict(x, batch_size=PREDICT_BATCH,
-                                                                  verbose=0))
+    outputs = np.asarray(load_checkpoint(run, checkpoint).predict(
+        as_input(x, batch_size=PREDICT_BATCH), verbose=0))
     outputs = outputs.reshape(len(outputs), -1)
     return y.astype(int), outputs[:, -1]  # one sigmoid output, or softmax column 1
 
