@@ -7,8 +7,8 @@ a resumed run sees exactly the batches an uninterrupted one would. It feeds them
 process, through several input pipelines, alternating them over `--rounds` rounds, and prints
 the seconds inside `fit` of each (median over rounds), the process' CPU seconds in it (less
 disturbed than wall time when other work shares the cores), the first epoch (which includes
-tracing) apart from the later ones, and the final metrics: pipelines that feed the same batches in the
-same order must end with the same loss.
+tracing) apart from the later ones, and the final metrics: pipelines that feed the same batches
+in the same order must end with the same loss.
 
 Pipelines (`--variants`, each optionally suffixed `+spe=N` for `steps_per_execution`, `+jit`
 for `jit_compile=True` (run in the first round only, being far slower on CPU) and `+tiny` for a
@@ -131,8 +131,7 @@ def run_variant(spec: dict, data, epochs: int, batch_size: int, seed: int) -> di
     fit_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     last = {k: round(float(v[-1]), 6) for k, v in history.history.items()}
     return {"variant": spec["name"], "fit_s": fit_s, "cpu_s": cpu_s, "epoch_s": times.seconds,
-            "final": last,
-            "samples_per_s": len(x) * epochs / fit_s}
+            "final": last, "samples_per_s": len(x) * epochs / fit_s}
 
 
 def summarize(results: list[dict], train_samples: int, epochs: int) -> list[dict]:

@@ -410,6 +410,8 @@ def pipeline_verdict(runs: list[dict], names: list[str]) -> str:
 
     if "pydataset" not in names:
         return ""
+    if len(rounds("pydataset", "fit_s")) < 2:
+        return "One round only: too few to tell a gain from the spread between rounds."
     usable = [n for n in names if not n.startswith("arrays") and n != "pydataset"]
     parts = []
     for key, what in (("fit_s", "wall time"), ("cpu_s", "CPU time")):

@@ -41,6 +41,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows: list[dict] = list(rows or [])
         self.diverged: str | None = None
         self.stop_requested = False
+        self._last_batch: int | None = None
         self._started = 0.0
 
     def request_stop(self) -> None:
@@ -66,6 +67,7 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
         if self.stop_requested:
             self.model.stop_training = True
+        self._last_batch = batch  # with steps_per_execution, the last batch of the step group
         self.reporter.batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -91,11 +93,6 @@ class RunRecorder(keras.callbacks.Callback):
     def _epoch_incomplete(self) -> bool:
         # Keras still calls on_epoch_end after stop_training mid-epoch; such an epoch is not kept.
         return self._last_batch is not None and self._last_batch + 1 < self.steps
-
-    _last_batch: int | None = None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._last_batch = batch
 
 
 def history_csv(rows: list[dict]) -> str:
