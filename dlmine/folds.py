@@ -32,9 +32,14 @@ def fold_splits(splits: datamod.Splits, folds: int, seed: int, task: str) -> lis
     splitter = (StratifiedKFold if stratified else KFold)(folds, shuffle=True, random_state=seed)
     out = []
     for train_rows, val_rows in splitter.split(np.zeros(len(y)), y if stratified else None):
-        out.append(dataclasses.replace(
-            splits, x_train=_take(x, train_rows), y_train=y[train_rows],
-            x_val=_take(x, val_rows), y_val=y[val_rows], info=dataclasses.replace(splits.info)))
+        x_train = _take(x, train_rows)
+        info = dataclasses.replace(splits.info)
+        if info.kind == "table":  # a fold may miss a category: its encoder is narrower
+            from dlmine.data.tabular import TableEncoder
+
+            info.sample_shape = (TableEncoder(info.columns).fit(x_train).width(),)
+        out.append(dataclasses.replace(splits, x_train=x_train, y_train=y[train_rows],
+                                       x_val=_take(x, val_rows), y_val=y[val_rows], info=info))
     return out
 
 

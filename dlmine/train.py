@@ -120,8 +120,7 @@ def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, r
     from dlmine.model import compile_model
 
     cfg = loaded.config
-    if (cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes) \
-            or prepared.preprocessor.output_shape() != _fitted_shape(cfg, splits):
+    if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
         prepared = build_checked_model(loaded, splits.info.num_classes, splits)
     prep = prepared.preprocessor
     prep.num_classes = splits.info.num_classes
@@ -149,12 +148,6 @@ def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, r
         run.write(name, content)
     session = Session(run, cfg, prepared.model, prep, splits, extra_callbacks=extra_callbacks)
     return _run_session(session, reporter, argv)
-
-
-def _fitted_shape(cfg, splits: datamod.Splits) -> tuple:
-    """The input shape the preprocessing will give once fitted on these splits' training part."""
-    prep = datamod.Preprocessor.for_data(cfg.preprocessing, cfg.dataset.task, splits.info)
-    return prep.fit(splits.x_train).output_shape() if prep.kind == "table" else prep.output_shape()
 
 
 def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
