@@ -37,9 +37,8 @@ def cli():
     return run
 
 
-@pytest.fixture
-def tiny_npz(tmp_path) -> Path:
-    """60 train / 20 test samples of 6x6 'images' in 3 well-separated classes."""
+def write_tiny_npz(path: Path) -> Path:
+    """60 train / 20 test samples of 6x6 'images' in 3 well-separated classes, saved at `path`."""
     rng = np.random.default_rng(0)
 
     def make(n):
@@ -50,10 +49,15 @@ def tiny_npz(tmp_path) -> Path:
 
     x_train, y_train = make(60)
     x_test, y_test = make(20)
-    path = tmp_path / "tiny.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
              class_names=np.array(["red", "green", "blue"]))
     return path
+
+
+@pytest.fixture
+def tiny_npz(tmp_path) -> Path:
+    """`write_tiny_npz` in the test's own folder."""
+    return write_tiny_npz(tmp_path / "tiny.npz")
 
 
 def write_config(folder: Path, text: str, name: str = "cfg.yaml") -> Path:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import optuna
 import pytest
 import yaml
@@ -23,7 +22,7 @@ from dlmine.config import load_config
 from dlmine.errors import Interrupted, UsageError
 from dlmine.plots import png_size
 from dlmine.tune_cli import tune
-from tests.conftest import ROOT, TINY_CONFIG, write_config
+from tests.conftest import ROOT, TINY_CONFIG, write_config, write_tiny_npz
 
 TUNE_SECTION = """\
 tune:
@@ -53,21 +52,6 @@ def tune_registered():
 def dlmine(*args):
     """`dlmine ARGS...` in-process; click's Result."""
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def write_tiny_npz(path: Path) -> Path:
-    """The same 6x6 three-class data as conftest's `tiny_npz`, for module-scoped fixtures."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = np.arange(n) % 3
-        x = rng.normal(0, 0.3, size=(n, 6, 6)).astype("float32")
-        x[np.arange(n), y * 2, :] += 3.0
-        return x, y.astype("int64")
-
-    (x_train, y_train), (x_test, y_test) = make(60), make(20)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def load_study(study_dir: Path, storage: str | None = None) -> optuna.Study:
