@@ -52,6 +52,9 @@ def import_keras(debug: bool = False):
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs on first use
+            # tf.function retracing warnings (several checkpoints predicted in one report)
+            # tell a dlmine user nothing they can act on.
+            tf.get_logger().setLevel("ERROR")
     return keras
 
 

@@ -31,6 +31,8 @@ def load_model_file(path: Path, which: str = "model"):
     """Load one `.keras` file safely; see `load_checkpoint`."""
     import keras
 
+    import dlmine.layers  # noqa: F401  (registers ColumnEmbedding, which table models may hold)
+
     if path.suffix != ".keras":
         raise DlmineError(f"{path}: dlmine loads only .keras model files (never .h5 or "
                           "SavedModel folders as full models)")

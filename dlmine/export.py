@@ -214,6 +214,7 @@ def _write_keras(model, path: Path) -> None:
 def _run_keras(path: Path, x: np.ndarray) -> np.ndarray:
     import keras
 
+    import dlmine.layers  # noqa: F401  (registers ColumnEmbedding)
     from dlmine.batches import as_input
 
     model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -35,9 +35,7 @@ def fold_splits(splits: datamod.Splits, folds: int, seed: int, task: str) -> lis
         x_train = _take(x, train_rows)
         info = dataclasses.replace(splits.info)
         if info.kind == "table":  # a fold may miss a category: its encoder is narrower
-            from dlmine.data.tabular import TableEncoder
-
-            info.sample_shape = (TableEncoder(info.columns).fit(x_train).width(),)
+            datamod.fit_table_info(info, x_train)
         out.append(dataclasses.replace(splits, x_train=x_train, y_train=y[train_rows],
                                        x_val=_take(x, val_rows), y_val=y[val_rows], info=info))
     return out

@@ -205,8 +205,11 @@ def _first_line(exc: Exception) -> str:
 # --- building -----------------------------------------------------------------------------------
 
 def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None,
-                kind: str = "arrays"):
+                kind: str = "arrays", table_layout: dict | None = None):
     """Build the Sequential model on `input_shape`, checking each layer's shape in turn.
+
+    A table with embedded columns (`table_layout`, from the fitted encoder) gets a
+    `ColumnEmbedding` layer first.
 
     Raises:
         ConfigError: naming the first layer whose input shape does not fit, or an output
@@ -227,6 +230,8 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     else:
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         x = inputs
+        if table_layout and table_layout.get("embedded"):
+            x = column_embedding(cfg, table_layout)(x)
     for path, item in stacked_layers(cfg):
         layer = _make_layer(item, path, registry, src, problems)
         if layer is None:
@@ -242,6 +247,16 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
         x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
     model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
     return model
+
+
+def column_embedding(cfg: Config, layout: dict):
+    """The layer that embeds a table's `embedding` columns (sizes from `dataset.embedding_dim`)."""
+    from dlmine.layers import ColumnEmbedding, default_embedding_dim
+
+    embedded = layout["embedded"]
+    dims = [cfg.dataset.embedding_dim or default_embedding_dim(e["codes"]) for e in embedded]
+    return ColumnEmbedding(layout["dense"], [e["codes"] for e in embedded], dims,
+                           [e["column"] for e in embedded], name="column_embedding")
 
 
 def _text_input(cfg: Config, src: Sources):

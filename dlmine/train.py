@@ -62,7 +62,7 @@ def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None,
         input_shape = prep.output_shape()
     except DataError as exc:
         raise ConfigError([src.problem(("preprocessing", "reshape"), str(exc))]) from None
-    model = build_model(cfg, src, input_shape, info.num_classes, info.kind)
+    model = build_model(cfg, src, input_shape, info.num_classes, info.kind, info.table_layout)
     return Prepared(loaded, model, info, prep, splits)
 
 

@@ -85,6 +85,86 @@ def test_table_encoder_handles_categories_never_seen_in_training():
     np.testing.assert_allclose(out, [[0.0, 0, 1, 0], [0.0, 0, 0, 1]])
 
 
+def test_table_encoder_puts_embedded_codes_last_with_an_unseen_slot():
+    import pandas as pd
+
+    from dlmine.data.tabular import TableEncoder
+
+    enc = TableEncoder({"c": "embedding", "x": "numeric", "d": "categorical"})
+    enc.fit(pd.DataFrame({"c": ["b", "a", "b"], "x": [1.0, 2.0, 3.0], "d": ["u", "v", "u"]}))
+    assert enc.layout() == {"dense": 4, "embedded": [{"column": "c", "codes": 3}]}
+    out = enc.transform(pd.DataFrame({"c": ["a", "zzz"], "x": [2.0, 2.0], "d": ["v", "u"]}))
+    np.testing.assert_allclose(out, [[0.0, 0, 1, 0, 0], [0.0, 1, 0, 0, 2]])  # 'zzz': code 2
+
+
+def shop(folder: Path, rows: int = 300, cities: int = 12) -> Path:
+    """Whether a customer buys depends on the city alone: an embedding must learn it."""
+    rng = random.Random(1)
+    names = [f"city{i}" for i in range(cities)]
+    path = folder / "shop.csv"
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["age", "city", "income", "bought"])
+        for _ in range(rows):
+            city = rng.choice(names)
+            out.writerow([rng.randint(18, 80), city, round(rng.random() * 100, 2),
+                          "yes" if names.index(city) % 3 == 0 else "no"])
+    return path
+
+
+@pytest.mark.parametrize("how", ["  columns: {age: numeric, city: embedding, income: numeric}\n",
+                                 "  categorical_encoding: embedding\n"])
+def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path, how):
+    import keras
+
+    shop(tmp_path)
+    text = (TABLE_CONFIG.replace("people.csv", "shop.csv").replace("epochs: 3", "epochs: 25")
+            .format(extra=how + "  embedding_dim: 3\n"))
+    cfg = write_config(tmp_path, text)
+    checked = cli("check", cfg)
+    assert checked.exit_code == 0, checked.output
+    assert "(ColumnEmbedding)" in checked.stdout
+    # 13 x 3 embedding weights (12 cities, the unseen slot), then (2 + 3) x 8 + 8 and 8 x 2 + 2
+    assert checked.stdout.endswith("OK: 2 layers, input shape (3,), 105 parameters\n")
+    run = tmp_path / "run"
+    result = train(cli, cfg, run)
+    assert result.exit_code == 0, result.output
+    state = json.loads((run / "preprocessing.json").read_text())
+    assert state["columns"] == {"age": "numeric", "city": "embedding", "income": "numeric"}
+    assert state["output_shape"] == [3]  # age, income, and the city's code
+    from dlmine.evaluate import load_model_file
+
+    model = load_model_file(run / "checkpoints" / "best.keras")  # safe_mode=True: dlmine's layer is registered
+    table = model.get_layer("column_embedding").get_weights()
+    assert [w.shape for w in table] == [(13, 3)]  # 12 cities and the unseen-city slot
+    assert isinstance(model.get_layer("column_embedding"), keras.layers.Layer)
+    report = json.loads((run / "eval.json").read_text())
+    assert report["metrics"]["accuracy"] >= 0.95  # the label is a function of the city
+    again = cli("evaluate", run, "--json")
+    assert json.loads(again.stdout)["metrics"] == pytest.approx(report["metrics"], abs=1e-6)
+    (tmp_path / "new.csv").write_text("age,city,income\n30,city0,10\n50,rome,90\n40,city1,5\n")
+    predicted = cli("predict", run, tmp_path / "new.csv")
+    assert predicted.exit_code == 0, predicted.output
+    rows = predicted.stdout.splitlines()[1:]
+    assert [r.split(",")[1] for r in (rows[0], rows[2])] == ["yes", "no"]
+    assert len(rows) == 3  # 'rome' was never seen: its code is the unseen slot
+
+
+def test_embedding_options_are_for_tables_only(cli, tmp_path):
+    cfg = write_config(tmp_path, "name: t\ndataset:\n  name: digits\n  categorical_encoding: "
+                       "embedding\n  columns: {a: embeding}\nmodel:\n  layers:\n"
+                       "    - Flatten\n    - Dense: {units: 10, activation: softmax}\n")
+    result = cli("check", cfg)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: 3 problems in the config:\n"
+        f"  {cfg}:4: dataset.categorical_encoding: `categorical_encoding` is read for tables only "
+        "(name: csv or parquet), but name is digits\n"
+        f"  {cfg}:5: dataset.columns: `columns` is read for tables only (name: csv or parquet)\n"
+        f"  {cfg}:5: dataset.columns.a: expected one of: numeric, categorical, embedding, ignore, "
+        "received 'embeding'; did you mean 'embedding'?\n")
+
+
 @pytest.mark.parametrize("extra, message", [
     ("  target: buoght\n", "people.csv: target column 'buoght' not found; did you mean 'bought'? "
                            "Columns: age, city, income, bought"),

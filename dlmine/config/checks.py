@@ -60,6 +60,10 @@ def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
     if ds.image_size is not None and (len(ds.image_size) != 2 or min(ds.image_size) < 1):
         problems.append(src.problem(("dataset", "image_size"), "expected [height, width], two "
                                     f"integers >= 1, received {ds.image_size}"))
+    for key, default in (("categorical_encoding", "onehot"), ("embedding_dim", None)):
+        if getattr(ds, key) != default and ds.name not in ("csv", "parquet"):
+            problems.append(src.problem(("dataset", key), f"`{key}` is read for tables only "
+                                        f"(name: csv or parquet), but name is {ds.name}"))
     if ds.columns is not None:
         if ds.name not in ("csv", "parquet"):
             problems.append(src.problem(("dataset", "columns"), "`columns` is read for tables "
@@ -198,7 +202,8 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_name, ("name",)),
     (check_dataset_path, ("dataset.name", "dataset.path", "dataset.test_path")),
     (check_dataset_kind_keys, ("dataset.name", "dataset.target", "dataset.image_size",
-                               "dataset.columns")),
+                               "dataset.columns", "dataset.categorical_encoding",
+                               "dataset.embedding_dim")),
     (check_reshape, ("preprocessing.reshape",)),
     (check_layers_listed, ("model.layers",)),
     (check_optimizer, ("training.optimizer",)),

@@ -71,14 +71,23 @@ class DatasetConfig:
         "Tables and text CSVs: the column to predict. Required for `csv` and `parquet`; "
         "`label` for a text CSV when null.")
     columns: dict | None = doc(
-        "Tables: the feature columns and their kind, `{column: numeric|categorical|ignore}`; "
-        "null: every column but the target, numeric when the column holds numbers, else "
-        "categorical. Numeric columns are standardized and categorical ones one-hot encoded "
-        "(with a slot for values unseen in training), fitted on the training split.")
+        "Tables: the feature columns and their kind, "
+        "`{column: numeric|categorical|embedding|ignore}`; null: every column but the target, "
+        "numeric when the column holds numbers, else categorical. Numeric columns are "
+        "standardized; categorical ones are encoded as `categorical_encoding` says, `embedding` "
+        "ones always as a learned embedding; both keep a slot for values unseen in training. "
+        "Fitted on the training split.")
     missing: Literal["error", "impute", "drop"] = doc(
         "Tables: rows with missing values are an `error` (named by row and column), `impute`d "
         "(numeric: the training mean; categorical: a category of their own), or `drop`ped.",
         "error")
+    categorical_encoding: Literal["onehot", "embedding"] = doc(
+        "Tables: how `categorical` columns (named or inferred) enter the model: `onehot` "
+        "vectors, or integer codes that a learned `Embedding` per column, put first in the "
+        "model and saved with it, turns into `embedding_dim` numbers.", "onehot")
+    embedding_dim: int | None = doc(
+        "Tables: numbers per embedded category; null: min(50, round(1.6 * categories ** 0.56)) "
+        "for each column (fast.ai's rule).", check=lambda v: None if v is None else _positive(v))
     text_column: str = doc("Text CSVs: the column holding the text.", "text")
     image_size: list[int] | None = doc(
         "Images: every image is resized to `[height, width]`. Required for `images`.")

@@ -39,7 +39,8 @@ class DataInfo:
 
     `kind` is `arrays` (numbers of a fixed shape), `table` (raw columns, encoded by the
     preprocessing) or `text` (one string per sample); `columns` holds a table's feature
-    columns and their kinds.
+    columns and their kinds, `table_layout` its encoder's `layout()` (fitted on the
+    training split).
     """
 
     sample_shape: tuple
@@ -47,6 +48,7 @@ class DataInfo:
     class_names: list = field(default_factory=list)
     kind: str = "arrays"
     columns: dict = field(default_factory=dict)
+    table_layout: dict | None = None
 
 
 NEEDS_DATA = ("csv", "parquet", "text")  # their input shape is known only from the data
@@ -139,11 +141,9 @@ def _read_source(cfg: DatasetConfig) -> dict:
 def _info_from(arrays: dict, cfg: DatasetConfig, x_train) -> DataInfo:
     """The DataInfo of loaded data; a table's width is that of its encoder on `x_train`."""
     if cfg.name in ("csv", "parquet"):
-        from dlmine.data.tabular import TableEncoder
-
-        width = TableEncoder(arrays["columns"]).fit(x_train).width()
-        info = DataInfo((width,), None, list(arrays.get("class_names") or []), "table",
+        info = DataInfo((0,), None, list(arrays.get("class_names") or []), "table",
                         arrays["columns"])
+        fit_table_info(info, x_train)
     elif cfg.name == "text":
         info = DataInfo((1,), None, list(arrays["class_names"]), "text")
     else:
@@ -154,6 +154,15 @@ def _info_from(arrays: dict, cfg: DatasetConfig, x_train) -> DataInfo:
         info.num_classes = len(info.class_names)
     if cfg.class_names:
         info.class_names = list(cfg.class_names)
+    return info
+
+
+def fit_table_info(info: DataInfo, x_train) -> DataInfo:
+    """Set a table's encoded width and layout from an encoder fitted on `x_train`."""
+    from dlmine.data.tabular import TableEncoder
+
+    encoder = TableEncoder(info.columns).fit(x_train)
+    info.sample_shape, info.table_layout = (encoder.width(),), encoder.layout()
     return info
 
 

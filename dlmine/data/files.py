@@ -22,7 +22,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 def load_table(cfg: DatasetConfig) -> dict:
     """A table and its optional test table -> frames of the feature columns and the targets."""
     train = tabular.read_table(Path(cfg.path), cfg.name)
-    kinds = tabular.feature_columns(train, Path(cfg.path), cfg.target, cfg.columns)
+    kinds = tabular.feature_columns(train, Path(cfg.path), cfg.target, cfg.columns,
+                                    cfg.categorical_encoding)
     frames = {"train": (Path(cfg.path), train)}
     if cfg.test_path:
         test = tabular.read_table(Path(cfg.test_path), cfg.name)

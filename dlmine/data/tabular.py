@@ -3,8 +3,10 @@
 The encoder turns raw columns into one float vector per row: numeric columns are
 imputed (with the training mean, when `missing: impute`) and standardized,
 categorical columns are one-hot encoded with one extra slot for values never seen
-in training. Its state (means, deviations, vocabularies) is plain JSON, saved in
-the run directory, so `evaluate` and `predict` take raw columns.
+in training, and embedded columns become one integer code each (the last code is
+that of unseen values), after all the others, for the model's `ColumnEmbedding`
+layer. Its state (means, deviations, vocabularies) is plain JSON, saved in the run
+directory, so `evaluate` and `predict` take raw columns.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from dlmine.config.loading import valid_list
 from dlmine.errors import DataError
 
-KINDS = ("numeric", "categorical", "ignore")
+KINDS = ("numeric", "categorical", "embedding", "ignore")
 
 
 def read_table(path: Path, fmt: str):
@@ -40,8 +42,12 @@ def read_table(path: Path, fmt: str):
     return frame
 
 
-def feature_columns(frame, path: Path, target: str | None, columns: dict | None) -> dict:
+def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
+                    encoding: str = "onehot") -> dict:
     """`{column: kind}` for the features: `columns` as given, or every column but the target.
+
+    Kinds are `numeric`, `categorical` (one-hot) and `embedding`; `categorical` columns
+    become `embedding` ones when `encoding` is `embedding`.
 
     Raises:
         DataError: the target or a named column is not in the file.
@@ -58,6 +64,8 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None)
         chosen = {c: k for c, k in columns.items() if k != "ignore" and c != target}
     else:
         chosen = {c: _infer_kind(frame[c]) for c in names if c != target}
+    if encoding == "embedding":
+        chosen = {c: "embedding" if k == "categorical" else k for c, k in chosen.items()}
     if not chosen:
         raise DataError(f"{path}: no feature columns left (every column is the target or ignored)")
     return chosen
@@ -124,15 +132,22 @@ class TableEncoder:
         return self
 
     def width(self) -> int:
-        return sum(1 if k == "numeric" else len(self.state[c]["vocabulary"]) + 1
+        return sum(len(self.state[c]["vocabulary"]) + 1 if k == "categorical" else 1
                    for c, k in self.kinds.items())
+
+    def layout(self) -> dict:
+        """What the model's `ColumnEmbedding` layer needs: the width of the one-hot and numeric
+        part, then for each embedded column its name and number of codes (the unseen slot too)."""
+        embedded = [{"column": c, "codes": len(self.state[c]["vocabulary"]) + 1}
+                    for c, k in self.kinds.items() if k == "embedding"]
+        return {"dense": self.width() - len(embedded), "embedded": embedded}
 
     def transform(self, frame) -> np.ndarray:
         missing = [c for c in self.kinds if c not in frame.columns]
         if missing:
             raise DataError(f"the input lacks column '{missing[0]}'; this run was trained on the "
                             f"columns {', '.join(self.kinds)}")
-        parts = []
+        parts, codes = [], []
         for column, kind in self.kinds.items():
             info = self.state[column]
             if kind == "numeric":
@@ -144,9 +159,13 @@ class TableEncoder:
             else:
                 index = {v: i for i, v in enumerate(info["vocabulary"])}
                 unknown = len(index)  # the slot of values never seen in training
-                codes = np.array([index.get(_category(v), unknown) for v in frame[column]])
-                parts.append(np.eye(unknown + 1, dtype="float64")[codes])
-        return np.concatenate(parts, axis=1).astype("float32")
+                code = np.array([index.get(_category(v), unknown) for v in frame[column]],
+                                dtype="int64")
+                if kind == "embedding":
+                    codes.append(code[:, None].astype("float64"))
+                else:
+                    parts.append(np.eye(unknown + 1, dtype="float64")[code])
+        return np.concatenate(parts + codes, axis=1).astype("float32")
 
 
 def _category(value) -> str:
