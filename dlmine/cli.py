@@ -89,7 +89,8 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
         raise click.UsageError("--resume continues RUN_DIR in place; --run-dir and --folds "
                                "cannot be used with it")
     devices.select(device)
-    devices.import_keras(_debug())
+    if _debug():  # else load_config imports Keras quietly, once the config's names are right
+        devices.import_keras(True)
     from dlmine.config import load_config
     from dlmine.console import Reporter
     from dlmine.rundir import CONFIG, RunDir
@@ -141,13 +142,14 @@ def evaluate(run_dir, checkpoint, split, as_json, quiet) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 def check(config, overrides) -> None:
     """Validate CONFIG and build its model on the data's shape, without training."""
+    from dlmine.config import load_config
     from dlmine.devices import import_keras
 
-    import_keras(_debug())
-    from dlmine.config import load_config
+    if _debug():  # the backend's start-up logs too; otherwise Keras is imported (quietly)
+        import_keras(True)  # only for a config whose names and structure are right
+    loaded = load_config(config, overrides)
     from dlmine.train import build_checked_model, model_summary
 
-    loaded = load_config(config, overrides)
     prepared = build_checked_model(loaded)
     click.echo(model_summary(prepared.model))
     click.echo(f"{loaded.sources.filename}: OK: {len(loaded.config.model.layers)} layers, input "

@@ -27,14 +27,17 @@ class ColumnEmbedding(keras.layers.Layer):
     def __init__(self, dense_width: int, input_dims: list[int], output_dims: list[int],
                  columns: list[str] | None = None, **kwargs):
         super().__init__(**kwargs)
-        if len(input_dims) != len(output_dims) or not input_dims:
-            raise ValueError("input_dims and output_dims must be non-empty lists of equal length")
+        if len(input_dims) != len(output_dims) or not input_dims or (
+                columns is not None and len(columns) != len(input_dims)):
+            raise ValueError("input_dims, output_dims and columns must be non-empty lists of "
+                             "equal length")
         self.dense_width = int(dense_width)
         self.input_dims = [int(d) for d in input_dims]
         self.output_dims = [int(d) for d in output_dims]
         self.columns = list(columns or [f"column_{i}" for i in range(len(input_dims))])
         self.embeddings = [keras.layers.Embedding(i, o, name=f"embedding_{_safe(c)}")
-                           for i, o, c in zip(self.input_dims, self.output_dims, self.columns)]
+                           for i, o, c in zip(self.input_dims, self.output_dims, self.columns,
+                                              strict=True)]
 
     def build(self, input_shape):
         expected = self.dense_width + len(self.input_dims)

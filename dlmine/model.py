@@ -1,6 +1,8 @@
 """Layer registry (Keras layers by name, nothing that carries code) -> a Sequential model.
 
-`check_spec` checks names and arguments of layers, optimizer, loss and metrics;
+`check_spec` checks names and arguments of layers, optimizer, loss and metrics,
+from the shipped catalogue (`dlmine.config.catalogue`, no Keras import) or from
+Keras itself, which also constructs each layer and the optimizer to check values;
 `build_model` then builds the layers one by one on the input shape the data will
 give, so that the first layer whose shape does not fit is named before any data
 loads.
@@ -57,19 +59,29 @@ def allowed_arguments(cls: type) -> set[str]:
     return names | BASE_ARGUMENTS
 
 
-def check_spec(cfg: Config, src: Sources) -> list[Problem]:
-    """Problems with layer names and arguments, the optimizer, the loss and the metrics."""
-    import keras
+def check_spec(cfg: Config, src: Sources, catalogue: dict | None = None) -> list[Problem]:
+    """Problems with layer names and arguments, the optimizer, the loss and the metrics.
 
+    Args:
+        catalogue: check names and arguments against this catalogue only, without
+            importing Keras; None: ask Keras, and also construct every layer and the
+            optimizer, so that values Keras refuses are named too.
+    """
+    construct = catalogue is None
+    if construct:
+        import keras
+
+        from dlmine.config.catalogue import live
+
+        catalogue = live()
+        keras.utils.set_random_seed(cfg.seed)  # layers draw seeds: the same in every process
     problems: list[Problem] = []
-    registry = layer_registry()
-    keras.utils.set_random_seed(cfg.seed)  # layers draw seeds: the same in every process
     for path, item in stacked_layers(cfg):
-        _make_layer(item, path, registry, src, problems)
-    problems.extend(_check_optimizer(cfg, src))
-    problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src))
+        _make_layer(item, path, catalogue, src, problems, construct)
+    problems.extend(_check_optimizer(cfg, src, catalogue, construct))
+    problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src, catalogue))
     for i, metric in enumerate(cfg.training.metrics or []):
-        problems.extend(_check_named(metric, "metric", ("training", "metrics", i), src))
+        problems.extend(_check_named(metric, "metric", ("training", "metrics", i), src, catalogue))
     return problems
 
 
@@ -102,12 +114,21 @@ def parse_layer(item: Any, path: tuple, src: Sources, problems: list):
     return None
 
 
-def _make_layer(item, path, registry, src, problems):
+ACTIVATION_ARGUMENTS = {"activation", "recurrent_activation"}
+
+
+def _make_layer(item, path, catalogue: dict, src, problems, construct: bool = True):
+    """Check one layer item against the catalogue; construct it (Keras) when asked.
+
+    Returns:
+        The layer (or, without `construct`, True), or None after adding its problems.
+    """
     parsed = parse_layer(item, path, src, problems)
     if parsed is None:
         return None
     name, args = parsed
     here = path + (name,)
+    registry = catalogue["layers"]
     if name not in registry:
         if name in CARRY_CODE:
             why = (f"'{name}' is not allowed: it runs code named in the config, which dlmine "
@@ -118,8 +139,7 @@ def _make_layer(item, path, registry, src, problems):
             why = f"unknown layer '{name}'{suggest(name, registry)}"
         problems.append(src.problem(here, why))
         return None
-    cls = registry[name]
-    allowed = allowed_arguments(cls)
+    allowed = set(registry[name])
     bad = False
     for arg, value in args.items():
         if arg not in allowed:
@@ -131,15 +151,24 @@ def _make_layer(item, path, registry, src, problems):
                                         "'registered_name' or 'fn' names code to import; dlmine "
                                         "only builds Keras' own objects by name"))
             bad = True
+        elif (arg in ACTIVATION_ARGUMENTS and isinstance(value, str)
+              and value not in catalogue["activations"]):
+            problems.append(src.problem(here + (arg,), f"unknown activation '{value}'"
+                                        + suggest(value, catalogue["activations"])))
+            bad = True
     if name in WRAPPERS and "layer" in args and not bad:
-        inner = _make_layer(args["layer"], here + ("layer",), registry, src, problems)
+        inner = _make_layer(args["layer"], here + ("layer",), catalogue, src, problems, construct)
         if inner is None:
             return None
         args["layer"] = inner
     if bad:
         return None
+    if not construct:
+        return True
+    import keras
+
     try:
-        return cls(**args)
+        return getattr(keras.layers, name)(**args)
     except Exception as exc:  # Keras raises ValueError, TypeError, KeyError... for bad values
         problems.append(src.problem(here, f"{name}({_show(args)}) was refused by Keras: "
                                     f"{_first_line(exc)}"))
@@ -154,40 +183,34 @@ def _carries_code(value) -> bool:
     return False
 
 
-def _check_optimizer(cfg: Config, src: Sources) -> list[Problem]:
+def _check_optimizer(cfg: Config, src: Sources, catalogue: dict, construct: bool) -> list[Problem]:
     opt = dict(cfg.training.optimizer)
     name = opt.pop("name", None)
     if not isinstance(name, str):
         return []  # reported by checks.check_optimizer
-    registry = optimizer_registry()
+    registry = catalogue["optimizers"]
     path = ("training", "optimizer")
     if name.lower() not in registry:
         return [src.problem(path + ("name",) if ("training", "optimizer", "name") in src.lines
                             else path, f"unknown optimizer '{name}'"
                             + valid_list(name.lower(), registry))]
-    cls = registry[name.lower()]
-    allowed = allowed_arguments(cls) - BASE_ARGUMENTS
-    problems = [src.problem(path + (arg,), f"{cls.__name__} has no argument '{arg}'"
+    entry = registry[name.lower()]
+    cls_name, allowed = entry["class"], set(entry["arguments"])
+    problems = [src.problem(path + (arg,), f"{cls_name} has no argument '{arg}'"
                             + valid_list(arg, allowed)) for arg in opt if arg not in allowed]
     problems += [src.problem(path + (arg,), "refused: names code to import")
                  for arg, value in opt.items() if _carries_code(value)]
-    if not problems:
+    if not problems and construct:
         try:
-            cls(**opt)
+            optimizer_registry()[name.lower()](**opt)
         except Exception as exc:
-            problems.append(src.problem(path, f"{cls.__name__}({_show(opt)}) was refused by "
+            problems.append(src.problem(path, f"{cls_name}({_show(opt)}) was refused by "
                                         f"Keras: {_first_line(exc)}"))
     return problems
 
 
-def _check_named(name: str, kind: str, path: tuple, src: Sources) -> list[Problem]:
-    import keras
-
-    module = keras.losses if kind == "loss" else keras.metrics
-    candidates = [n for n in dir(module) if not n.startswith("_") and n[0].islower()
-                  and n not in {"get", "serialize", "deserialize"}]
-    if kind == "metric":
-        candidates += ["accuracy", "acc", "mse", "mae"]
+def _check_named(name: str, kind: str, path: tuple, src: Sources, catalogue: dict) -> list[Problem]:
+    candidates = catalogue["losses" if kind == "loss" else "metrics"]
     if name in candidates or loss_name(name) in candidates:
         return []
     return [src.problem(path, f"unknown {kind} '{name}'{suggest(name, candidates)}")]
@@ -217,7 +240,9 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     """
     import keras
 
-    registry = layer_registry()
+    from dlmine.config.catalogue import live
+
+    catalogue = live()
     problems: list[Problem] = []
     keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
     keras.utils.set_random_seed(cfg.seed)
@@ -233,7 +258,7 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
         if table_layout and table_layout.get("embedded"):
             x = column_embedding(cfg, table_layout)(x)
     for path, item in stacked_layers(cfg):
-        layer = _make_layer(item, path, registry, src, problems)
+        layer = _make_layer(item, path, catalogue, src, problems)
         if layer is None:
             raise ConfigError(problems)
         try:

@@ -528,3 +528,66 @@ def test_check_of_a_good_config_prints_the_model_and_ok(cli, tiny_config, monkey
     assert any("flatten (Flatten)" in line and "(None, 36)" in line for line in lines)
     assert any("dense_1 (Dense)" in line and "(None, 3)" in line for line in lines)
     assert lines[-1] == "cfg.yaml: OK: 3 layers, input shape (6, 6), 323 parameters"
+
+
+# --- answering without Keras ----------------------------------------------------------------------
+
+def test_the_shipped_keras_catalogue_is_what_the_installed_keras_offers():
+    import json
+
+    from dlmine.config.catalogue import FILE, live, shipped
+
+    assert json.loads(FILE.read_text()) == live(), \
+        "regenerate it: python -m dlmine.config.catalogue --write"
+    assert shipped() is not None  # written for the installed Keras version
+
+
+def test_a_wrong_config_is_answered_without_importing_keras_or_its_backend(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, "name: wrong\ndataset: {name: digits}\nmodel:\n  layers:\n"
+                       "    - Flaten\n    - Dense: {units: 10, activation: softmaxx}\n"
+                       "training:\n  optimizer: {name: adamm}\n  epocs: 3\n")
+    probe = ("import sys\nfrom dlmine.cli import main\n"
+             f"code = main(['check', {str(cfg)!r}], standalone_mode=False)\n"
+             "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)\n"
+             "print(code, heavy)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "2 []\n"
+    assert done.stderr == (
+        "Error: 4 problems in the config:\n"
+        f"  {cfg}:5: model.layers[0].Flaten: unknown layer 'Flaten'; did you mean 'Flatten'?\n"
+        f"  {cfg}:6: model.layers[1].Dense.activation: unknown activation 'softmaxx'; did you "
+        "mean 'softmax'?\n"
+        f"  {cfg}:8: training.optimizer.name: unknown optimizer 'adamm'; did you mean 'adam'? "
+        "Valid: " + ", ".join(sorted(_catalogue()["optimizers"])) + "\n"
+        f"  {cfg}:9: training.epocs: unknown key; did you mean 'epochs'? Valid keys: "
+        + ", ".join(_training_keys()) + "\n")
+
+
+def test_values_keras_refuses_are_named_once_the_names_are_right(cli, tmp_path):
+    cfg = write_config(tmp_path, "name: t\ndataset: {name: digits}\nmodel:\n  layers:\n"
+                       "    - Flatten\n    - Dropout: {rate: 2}\n"
+                       "    - Dense: {units: 10, activation: softmax}\n")
+    result = cli("check", cfg)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: 1 problem in the config:\n  {cfg}:6: model.layers[1].Dropout: Dropout(rate=2) was "
+        "refused by Keras: Invalid value received for argument `rate`. Expected a float value "
+        "between 0 and 1. Received: rate=2\n")
+
+
+def _catalogue() -> dict:
+    from dlmine.config.catalogue import shipped
+
+    return shipped()
+
+
+def _training_keys() -> list[str]:
+    import dataclasses
+
+    from dlmine.config.schema import TrainingConfig
+
+    return [f.name for f in dataclasses.fields(TrainingConfig)]

@@ -134,7 +134,8 @@ def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path, how):
     assert state["output_shape"] == [3]  # age, income, and the city's code
     from dlmine.evaluate import load_model_file
 
-    model = load_model_file(run / "checkpoints" / "best.keras")  # safe_mode=True: dlmine's layer is registered
+    # safe_mode=True: dlmine's own layer is registered, so the model loads
+    model = load_model_file(run / "checkpoints" / "best.keras")
     table = model.get_layer("column_embedding").get_weights()
     assert [w.shape for w in table] == [(13, 3)]  # 12 cities and the unseen-city slot
     assert isinstance(model.get_layer("column_embedding"), keras.layers.Layer)

@@ -33,8 +33,9 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         path: the YAML file.
         overrides: `KEY=VALUE` strings from `--set`, VALUE parsed as YAML.
         seed: `--seed`, which wins over `seed:` in the file.
-        check_model: also check layer names and arguments, optimizer, loss and metrics
-            against Keras (imports Keras).
+        check_model: also check layer names and arguments, optimizer, loss and metrics:
+            first against the shipped catalogue of Keras' names (a config with problems
+            is answered without importing Keras and its backend), then against Keras.
 
     Returns:
         The resolved config with its sources.
@@ -64,9 +65,17 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
     resolve(config, default_name=path.stem)
     problems.extend(run_rules(config, sources, problems))
     if check_model and isinstance(config.model.layers, list) and config.model.layers:
+        from dlmine.config.catalogue import shipped
         from dlmine.model import check_spec
 
-        problems.extend(check_spec(config, sources))
+        catalogue = shipped()
+        if catalogue is not None:  # names first, without importing Keras
+            problems.extend(check_spec(config, sources, catalogue))
+        if not problems:  # then Keras constructs each layer to check the values
+            from dlmine.devices import import_keras
+
+            import_keras()
+            problems.extend(check_spec(config, sources))
     if problems:
         raise ConfigError(sorted(problems, key=_reading_order))
     for key in ("path", "test_path"):
