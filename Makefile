@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DLMINE_DATA_DIR ?= $(abspath ../shared/data)
 export DLMINE_DATA_DIR
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench gpu-wheels clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ docs: $(VENV)/.installed
 # ($DLMINE_DATA_DIR/mnist.npz); rewrites docs/benchmarks.md. Several minutes.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/vs_plain_keras.py
+
+# Wheels of dlmine, Keras and their small dependencies, and mnist.npz, in .gpu-wheels/ (ignored
+# by git), for benchmarks/gpu_check.sh on a GPU machine with JAX and no package registry.
+gpu-wheels: $(VENV)/.installed
+	PYTHON=$(BIN)/python bash benchmarks/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -36,6 +36,8 @@ BENCH = ROOT / "benchmarks"
 CONFIG = "configs/mnist_cnn.yaml"
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) - .* - ([0-9.]+)s$")
 TARGETS = {"wall": 1.05, "rss": 1.2}
+# From this line on, docs/benchmarks.md is written by hand (the GPU check) and kept on rewrite.
+KEEP_MARK = "<!-- not generated: vs_plain_keras.py keeps this line and what follows -->"
 NAMES = {"dlmine": "dlmine train", "plain": "plain Keras, fit(shuffle=True)",
          "plain-keyed": "plain Keras, dlmine's epoch order"}
 
@@ -467,6 +469,16 @@ def pipeline_section(pipeline: dict | None) -> list[str]:
     return lines
 
 
+def kept_tail(path: Path) -> str:
+    """The hand-written end of the document, from KEEP_MARK on, which a rewrite keeps."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    at = text.find(KEEP_MARK)
+    return "" if at < 0 else text[at:]
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -549,8 +561,10 @@ def main(argv=None) -> None:
               f"imports {', '.join(row['imports']) or 'none'}")
     if str(args.output) != "-":
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(document(args, data["machine"], runs, summary, rel,
-                                        data["startup"], data["pipeline"]))
+        text = document(args, data["machine"], runs, summary, rel, data["startup"],
+                        data["pipeline"])
+        tail = kept_tail(args.output)
+        args.output.write_text(text.rstrip("\n") + "\n\n" + tail if tail else text)
         print(f"wrote {args.output}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps({**data, "medians": summary, "ratios": rel}, indent=2))
