@@ -73,6 +73,70 @@ class EpochShuffled(keras.utils.PyDataset):
         return _EpochSync(self)
 
 
+class ShardBatches(keras.utils.PyDataset):
+    """Batches of a folder of shards, one shard in memory at a time (`dlmine.data.shards`).
+
+    With `shuffle`, each epoch visits the shards in an order drawn from
+    `default_rng([seed, epoch])` and the rows of shard k in an order drawn from
+    `default_rng([seed, epoch, k])`: keyed like `EpochShuffled`, so a resumed run
+    feeds the same batches. A batch never spans two shards (a shard's last batch may be
+    smaller). Without `y` it yields inputs only (for `predict`).
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int = 0, shuffle: bool = False,
+                 first_epoch: int = 0, sample_weight=None):
+        super().__init__()
+        self.x, self.y, self.w = x, y, sample_weight
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        sizes = x.sizes()
+        self.starts = np.cumsum([0, *sizes])[:-1]
+        self.per_shard = [math.ceil(n / batch_size) for n in sizes]
+        self._loaded: tuple | None = None
+        self.set_epoch(first_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        shards = range(len(self.per_shard))
+        if self.shuffle:
+            shards = np.random.default_rng([self.seed, epoch]).permutation(len(self.per_shard))
+        self.order = [(int(k), b) for k in shards for b in range(self.per_shard[k])]
+        self._loaded = None
+
+    def __len__(self) -> int:
+        return sum(self.per_shard)
+
+    def __getitem__(self, index: int):
+        shard, batch = self.order[index]
+        if self._loaded is None or self._loaded[0] != shard:
+            n = len(self.x.rows[shard])
+            rows = (np.random.default_rng([self.seed, self.epoch, int(shard)]).permutation(n)
+                    if self.shuffle else np.arange(n))
+            self._loaded = (shard, self.x.read(shard), rows)
+        _, x, rows = self._loaded
+        rows = rows[batch * self.batch_size:(batch + 1) * self.batch_size]
+        if self.y is None:
+            return (x[rows],)
+        at = self.starts[shard] + rows
+        if self.w is None:
+            return x[rows], self.y[at]
+        return x[rows], self.y[at], self.w[at]
+
+    def feed(self):
+        return self
+
+    def callback(self) -> keras.callbacks.Callback:
+        return _EpochSync(self)
+
+
+def training_batches(x, y, batch_size: int, seed: int, shuffle: bool = True,
+                     first_epoch: int = 0, sample_weight=None):
+    """The training batches of `x`: `ShardBatches` for shards, else `EpochShuffled`."""
+    from dlmine.data.shards import is_stream
+
+    cls = ShardBatches if is_stream(x) else EpochShuffled
+    return cls(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)
+
+
 def is_text(x) -> bool:
     return getattr(x, "dtype", None) is not None and x.dtype.kind in "OUS"
 
@@ -84,7 +148,12 @@ def _tf_dtype(array):
 
 
 def as_input(x, y=None, batch_size: int = 32):
-    """Arrays for `fit`/`evaluate`/`predict`, or a batched `tf.data` pipeline for text."""
+    """Arrays for `fit`/`evaluate`/`predict`, a batched `tf.data` pipeline for text, or the
+    batches of shards, read in order, one shard at a time."""
+    from dlmine.data.shards import is_stream
+
+    if is_stream(x):
+        return ShardBatches(x, y, batch_size)
     if not is_text(x):
         return x if y is None else (x, y)
     import tensorflow as tf

@@ -66,8 +66,9 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, cfg: Config, class_names
         classification; `{"metrics": {...}}` (with r2) for regression.
     """
     from dlmine.batches import as_input, is_text
+    from dlmine.data.shards import is_stream
 
-    if is_text(x):
+    if is_text(x) or is_stream(x):
         metrics = model.evaluate(as_input(x, y, batch_size), verbose=0, return_dict=True)
         predicted = model.predict(as_input(x, batch_size=batch_size), verbose=0)
     else:

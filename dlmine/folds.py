@@ -24,6 +24,11 @@ def fold_splits(splits: datamod.Splits, folds: int, seed: int, task: str) -> lis
     """`folds` Splits whose validation parts partition the training data (stratified)."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    from dlmine.data.shards import is_stream
+
+    if is_stream(splits.x_train):
+        raise UsageError("--folds needs the data in memory; a folder of shards is read one "
+                         "shard at a time (train without --folds, with a validation_split)")
     x, y = _concat(splits.x_train, splits.x_val), _concat(splits.y_train, splits.y_val)
     if folds < 2 or folds > len(y):
         raise UsageError(f"--folds must be between 2 and the {len(y)} training samples, "

@@ -346,7 +346,7 @@ class _Outcome:
 
 
 def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
-    from dlmine.batches import EpochShuffled, as_input
+    from dlmine.batches import as_input, training_batches
     from dlmine.callbacks import AtomicCheckpoint, RunRecorder
     from dlmine.state import StateWriter
 
@@ -357,8 +357,8 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     weights = class_weights(cfg, splits.y_train)
     sample_weight = None if weights is None else np.array(
         [weights[int(label)] for label in splits.y_train], dtype="float32")
-    batches = EpochShuffled(x_train, y_train, t.batch_size, cfg.seed, t.shuffle,
-                            session.initial_epoch, sample_weight)
+    batches = training_batches(x_train, y_train, t.batch_size, cfg.seed, t.shuffle,
+                               session.initial_epoch, sample_weight)
     recorder = RunRecorder(run, reporter, log, t.epochs, len(batches), session.rows)
     checkpoint = AtomicCheckpoint(run, recorder, t.checkpoint.monitor, t.checkpoint.mode,
                                   (session.state or {}).get("best"))

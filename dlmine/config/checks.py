@@ -27,7 +27,8 @@ def loss_name(loss: str) -> str:
     return {"mse": "mean_squared_error", "mae": "mean_absolute_error"}.get(snake, snake)
 
 
-FILE_KINDS = {"npz": "the .npz file", "csv": "the CSV file", "parquet": "the Parquet file",
+FILE_KINDS = {"npz": "the .npz file (or a folder of .npz shards)", "csv": "the CSV file",
+              "parquet": "the Parquet file",
               "text": "a CSV file with a text column, or a folder of class folders",
               "images": "a folder with one sub-folder of images per class"}
 

@@ -86,6 +86,8 @@ def describe(cfg: DatasetConfig) -> DataInfo:
 
         shape, names = image_info(cfg)
         info = DataInfo(shape, len(names), names)
+    elif Path(cfg.path).is_dir():
+        info = _describe_shards(Path(cfg.path), cfg.task)
     else:
         info = _describe_npz(Path(cfg.path), cfg.task)
     if cfg.task == "regression":
@@ -108,7 +110,7 @@ def load(cfg: DatasetConfig, seed: int) -> Splits:
     else:
         x_train, x_test, y_train, y_test = _split(x_train, y_train, cfg.test_split, seed, cfg)
     if cfg.limit is not None:
-        x_train, y_train = x_train[: cfg.limit], y_train[: cfg.limit]
+        x_train, y_train = _head(x_train, cfg.limit), y_train[: cfg.limit]
     fingerprint = _fingerprint(x_train, y_train, x_test, y_test)
     x_val = y_val = None
     if cfg.validation_split is not None:
@@ -125,6 +127,10 @@ def load(cfg: DatasetConfig, seed: int) -> Splits:
 def _read_source(cfg: DatasetConfig) -> dict:
     from dlmine.data import files
 
+    if cfg.name == "npz" and Path(cfg.path).is_dir():
+        from dlmine.data.shards import read_shards
+
+        return read_shards(Path(cfg.path))
     if cfg.name == "npz":
         return _read_npz(Path(cfg.path))
     if cfg.name == "digits":
@@ -166,7 +172,20 @@ def fit_table_info(info: DataInfo, x_train) -> DataInfo:
     return info
 
 
+def _head(x, n: int):
+    from dlmine.data.shards import is_stream
+
+    return x.take(np.arange(min(n, len(x)))) if is_stream(x) else x[:n]
+
+
 def _split(x, y, fraction, seed, cfg):
+    """(x_kept, x_held, y_kept, y_held), stratified for classification; shards are split by
+    row positions, and keep their rows in shard order."""
+    from dlmine.data.shards import is_stream
+
+    if is_stream(x):
+        kept, held, _, _ = _split(np.arange(len(x)), y, fraction, seed, cfg)
+        return x.take(kept), x.take(held), y[np.sort(kept)], y[np.sort(held)]
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y) if cfg.task == "classification" else None
@@ -199,8 +218,17 @@ def _labels(y: np.ndarray, cfg: DatasetConfig, key: str) -> np.ndarray:
 
 
 def _fingerprint(*arrays) -> str:
+    from dlmine.data import shards
+
     digest = hashlib.sha256()
+    hashed: set = set()
     for array in arrays:
+        if shards.is_stream(array):  # the shards' bytes (once), and which rows are taken
+            shards.fingerprint([f for f in array.files if f not in hashed], digest)
+            hashed.update(array.files)
+            for rows in array.rows:
+                digest.update(np.ascontiguousarray(rows, dtype="int64").tobytes())
+            continue
         if hasattr(array, "columns"):  # a table: hash its columns' names and every value
             import pandas as pd
 
@@ -296,6 +324,21 @@ def _check_npz_keys(path: Path, arrays: dict) -> None:
     for key in ("x_train", "x_test"):
         if key in arrays and len(arrays[key]) == 0:
             raise DataError(f"{path}: {key} is empty")
+
+
+def _describe_shards(folder: Path, task: str) -> DataInfo:
+    """A folder of shards: the sample shape from the first shard's header, the classes from
+    every shard's labels (their inputs are not read)."""
+    from dlmine.data.shards import describe_shards, read_shards
+
+    shape, _ = describe_shards(folder)
+    if task != "classification":
+        return DataInfo(tuple(shape), None, [])
+    arrays = read_shards(folder)
+    labels = [arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays]
+    classes = max(int(np.max(y)) + 1 for y in labels if len(y))
+    names = arrays.get("class_names") or [str(i) for i in range(classes)]
+    return DataInfo(tuple(shape), classes, names)
 
 
 def _describe_npz(path: Path, task: str) -> DataInfo:

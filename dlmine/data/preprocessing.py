@@ -73,7 +73,13 @@ class Preprocessor:
             return self
         if self.kind == "text":
             return self
-        if self.cfg.standardize:
+        from dlmine.data.shards import is_stream, statistics
+
+        if self.cfg.standardize and is_stream(x_train):  # one shard at a time
+            mean, std = statistics(x_train, self._scaled, self.cfg.standardize == "feature")
+            self.mean = np.asarray(mean, dtype="float32")
+            self.std = np.where(std > 1e-7, std, 1.0).astype("float32")
+        elif self.cfg.standardize:
             x = self._scaled(x_train)
             axis = None if self.cfg.standardize == "global" else 0
             self.mean = np.asarray(x.mean(axis=axis, dtype="float64"), dtype="float32")
@@ -86,9 +92,20 @@ class Preprocessor:
             return self.encoder.transform(x)
         if self.kind == "text":
             return np.asarray(x, dtype=str).reshape(-1, 1)
+        from dlmine.data.shards import is_stream
+
+        if is_stream(x):  # transformed as each shard is read
+            self._check_shape(x)
+            return x.with_transform(self._transform_array, self.output_shape())
+        return self._transform_array(x)
+
+    def _check_shape(self, x) -> None:
         if tuple(x.shape[1:]) != self.sample_shape:
             raise DataError(f"inputs have sample shape {tuple(x.shape[1:])}, but this run was "
                             f"trained on {self.sample_shape}")
+
+    def _transform_array(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
         x = self._scaled(x)
         if self.cfg.standardize:
             x = (x - self.mean) / self.std

@@ -1,0 +1,208 @@
+"""A folder of `.npz` shards: data larger than memory, read one shard at a time.
+
+`dataset: {name: npz, path: FOLDER}` reads every `*.npz` in FOLDER (in name order),
+each with the layout of one `.npz` file (`x_train`, `y_train`, optionally `x_test`,
+`y_test`). The labels of every shard are loaded (one number per sample); the inputs
+stay on disk as a `ShardSet`: which rows of which shard, in order. Splits, `limit`
+and the test hold-out select rows without reading inputs; training batches
+(`dlmine.batches.ShardBatches`), evaluation and the preprocessing statistics read one
+shard at a time, so peak memory follows the largest shard, not the dataset.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.errors import DataError
+
+
+class ShardSet:
+    """Rows of the `key` array (`x_train` or `x_test`) of some shards, read lazily.
+
+    Args:
+        files: the shard files.
+        key: the array to read in each.
+        rows: per shard, the indices of the rows taken, in order.
+        sample_shape, dtype: of one raw sample.
+        transform: applied to each shard's rows as they are read (the preprocessing).
+    """
+
+    def __init__(self, files: list[Path], key: str, rows: list[np.ndarray], sample_shape: tuple,
+                 dtype, transform: Callable | None = None):
+        self.files, self.key, self.rows = list(files), key, [np.asarray(r) for r in rows]
+        self.sample_shape, self.dtype, self.transform = tuple(sample_shape), np.dtype(dtype), transform
+
+    def __len__(self) -> int:
+        return int(sum(len(r) for r in self.rows))
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self.sample_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.sample_shape)
+
+    def sizes(self) -> list[int]:
+        return [len(r) for r in self.rows]
+
+    def read(self, shard: int) -> np.ndarray:
+        """The (transformed) rows of one shard, the only ones in memory."""
+        with np.load(self.files[shard], allow_pickle=False) as npz:
+            x = npz[self.key][self.rows[shard]]
+        return self.transform(x) if self.transform is not None else x
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for shard, rows in enumerate(self.rows):
+            if len(rows):
+                yield self.read(shard)
+
+    def take(self, positions: np.ndarray) -> ShardSet:
+        """The rows at these positions (of this set's order), kept in shard order.
+
+        The new order is `np.sort(positions)`: index the labels with that.
+        """
+        positions = np.sort(np.asarray(positions, dtype="int64"))
+        bounds = np.cumsum([0, *self.sizes()])
+        rows = [r[positions[(positions >= lo) & (positions < hi)] - lo]
+                for r, lo, hi in zip(self.rows, bounds[:-1], bounds[1:], strict=True)]
+        return self.with_rows(rows)
+
+    def with_rows(self, rows: list[np.ndarray]) -> ShardSet:
+        return ShardSet(self.files, self.key, rows, self.sample_shape, self.dtype, self.transform)
+
+    def with_transform(self, transform: Callable, sample_shape: tuple) -> ShardSet:
+        """These rows, as `transform` makes them (float32 samples of `sample_shape`)."""
+        return ShardSet(self.files, self.key, self.rows, sample_shape, "float32", transform)
+
+    def __getitem__(self, index):
+        """`x[:n]` reads the first n rows (export and report check a few samples)."""
+        if not isinstance(index, slice) or index.start not in (None, 0) or index.step not in (None, 1):
+            raise TypeError("a ShardSet is read shard by shard; only x[:n] is supported")
+        n = len(self) if index.stop is None else min(index.stop, len(self))
+        parts, left = [], n
+        for shard, rows in enumerate(self.rows):
+            if left <= 0:
+                break
+            if len(rows):
+                part = self.with_rows([r[:left] if i == shard else r[:0]
+                                       for i, r in enumerate(self.rows)]).read(shard)
+                parts.append(part)
+                left -= len(part)
+        return np.concatenate(parts) if parts else np.zeros((0, *self.sample_shape), self.dtype)
+
+
+def is_stream(x) -> bool:
+    return isinstance(x, ShardSet)
+
+
+def shard_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file())
+    if not files:
+        raise DataError(f"{folder}: a folder of shards, but it holds no .npz files")
+    return files
+
+
+def read_shards(folder: Path) -> dict:
+    """The arrays of a folder of shards, as `_read_npz` gives them for one file: labels in
+    memory, inputs as `ShardSet`s."""
+    from dlmine.data.datasets import _PICKLED
+
+    files = shard_files(folder)
+    out: dict = {"shards": files}
+    headers, labels = [], {"y_train": [], "y_test": []}
+    for path in files:
+        header = _headers(path)
+        missing = [k for k in ("x_train", "y_train") if k not in header]
+        if ("x_test" in header) != ("y_test" in header):
+            missing.append("y_test" if "x_test" in header else "x_test")
+        if missing:
+            raise DataError(f"{path}: missing array(s) {', '.join(missing)}; every shard holds "
+                            "x_train, y_train and optionally x_test, y_test")
+        for key in ("x_train", "x_test"):
+            if key in header and header[key][1].hasobject:
+                raise DataError(_PICKLED.format(path=path))
+        with np.load(path, allow_pickle=False) as npz:
+            for key in labels:
+                if key in header:
+                    labels[key].append(npz[key])
+        for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
+            if x in header and header[x][0][0] != header[y][0][0]:
+                raise DataError(f"{path}: {x} has {header[x][0][0]} samples but {y} has "
+                                f"{header[y][0][0]}; expected one label per sample")
+        headers.append(header)
+    first = headers[0]
+    for path, header in zip(files, headers, strict=True):
+        if header["x_train"][0][1:] != first["x_train"][0][1:] or (
+                ("x_test" in header) != ("x_test" in first)):
+            raise DataError(f"{path}: its arrays do not match those of {files[0].name} (sample "
+                            f"shape {header['x_train'][0][1:]} vs {first['x_train'][0][1:]}, or "
+                            "x_test in one only); every shard must have the same layout")
+    for key in ("x_train", "x_test"):
+        if key not in first:
+            continue
+        rows = [np.arange(h[key][0][0]) for h in headers]
+        out[key] = ShardSet(files, key, rows, first[key][0][1:], first[key][1])
+        out["y" + key[1:]] = np.concatenate(labels["y" + key[1:]])
+    if "class_names" in first:
+        with np.load(files[0], allow_pickle=False) as npz:
+            out["class_names"] = [str(n) for n in npz["class_names"]]
+    if len(out["x_train"]) == 0:
+        raise DataError(f"{folder}: the shards hold no training samples")
+    return out
+
+
+def describe_shards(folder: Path) -> tuple:
+    """(sample shape, dtype) from the first shard's header."""
+    header = _headers(shard_files(folder)[0])
+    if "x_train" not in header:
+        raise DataError(f"{shard_files(folder)[0]}: missing array x_train")
+    return header["x_train"][0][1:], header["x_train"][1]
+
+
+def _headers(path: Path) -> dict:
+    """`{array name: (shape, dtype)}` of an .npz, from the headers alone."""
+    try:
+        out = {}
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = reader(member)
+                out[name[:-4]] = (tuple(shape), dtype)
+        return out
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def fingerprint(files: list[Path], digest) -> None:
+    """Feed every shard's bytes to `digest`, a megabyte at a time."""
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+
+
+def statistics(x: ShardSet, scaled: Callable, per_feature: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of `scaled(rows)` over every shard (float64 sums)."""
+    total = squares = None
+    count = 0
+    for part in x:
+        part = scaled(part).astype("float64")
+        s = part.sum(axis=0) if per_feature else part.sum()
+        q = (part * part).sum(axis=0) if per_feature else (part * part).sum()
+        total = s if total is None else total + s
+        squares = q if squares is None else squares + q
+        count += len(part) if per_feature else part.size
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return mean, std
