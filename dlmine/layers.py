@@ -35,7 +35,8 @@ class ColumnEmbedding(keras.layers.Layer):
         self.input_dims = [int(d) for d in input_dims]
         self.output_dims = [int(d) for d in output_dims]
         self.columns = list(columns or [f"column_{i}" for i in range(len(input_dims))])
-        self.embeddings = [keras.layers.Embedding(i, o, name=f"embedding_{_safe(c)}")
+        self.embeddings = [keras.layers.Embedding(i, o, name=f"embedding_{_safe(c)}",
+                                                  dtype=self.dtype_policy)
                            for i, o, c in zip(self.input_dims, self.output_dims, self.columns,
                                               strict=True)]
 

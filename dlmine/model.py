@@ -280,8 +280,10 @@ def column_embedding(cfg: Config, layout: dict):
 
     embedded = layout["embedded"]
     dims = [cfg.dataset.embedding_dim or default_embedding_dim(e["codes"]) for e in embedded]
+    # float32 even under mixed precision: bfloat16 holds integers exactly only up to 256
     return ColumnEmbedding(layout["dense"], [e["codes"] for e in embedded], dims,
-                           [e["column"] for e in embedded], name="column_embedding")
+                           [e["column"] for e in embedded], name="column_embedding",
+                           dtype="float32")
 
 
 def _text_input(cfg: Config, src: Sources):

@@ -354,3 +354,19 @@ def test_shipped_csvs_are_small_and_written_by_the_script():
         assert path.stat().st_size < 200_000
     header = (CONFIGS / "data" / "diabetes.csv").read_text().splitlines()[0]
     assert header == "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,progression"
+
+
+def test_column_embedding_reads_codes_exactly_under_mixed_precision():
+    import keras
+
+    from dlmine.layers import ColumnEmbedding
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = ColumnEmbedding(1, [2000], [3], ["shop"], dtype="float32")  # as model.py makes it
+        out = np.asarray(layer(np.array([[0.5, 1001.0], [0.25, 1999.0]], dtype="float32")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    table = np.asarray(layer.embeddings[0].embeddings)
+    np.testing.assert_array_equal(out[:, 0], [0.5, 0.25])
+    np.testing.assert_array_equal(out[:, 1:], table[[1001, 1999]])  # bfloat16 would say 1000, 2000
