@@ -1,4 +1,4 @@
-"""Backends and devices: quiet logs, `--device`, and what was really used.
+"""Backends and devices: quiet logs, `--device`, `training.distribution`, and what was used.
 
 The device must be chosen through environment variables before Keras imports
 its backend, so `select` runs first; `describe` asks the backend afterwards.
@@ -11,7 +11,9 @@ import platform
 import sys
 from contextlib import contextmanager
 
-from dlmine.errors import TrainingError
+from dlmine.errors import TrainingError, UsageError
+
+CPU_DEVICES = "DLMINE_CPU_DEVICES"
 
 
 def quiet_backend_logs() -> None:
@@ -41,6 +43,7 @@ def import_keras(debug: bool = False):
     if "keras" in sys.modules or debug or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
         import keras
 
+        split_cpu()
         return keras
     import importlib.util
 
@@ -55,7 +58,55 @@ def import_keras(debug: bool = False):
             # tf.function retracing warnings (several checkpoints predicted in one report)
             # tell a dlmine user nothing they can act on.
             tf.get_logger().setLevel("ERROR")
+        split_cpu()  # TensorFlow starts then, and logs again
     return keras
+
+
+def split_cpu() -> None:
+    """`DLMINE_CPU_DEVICES=N`: split the CPU into N logical devices (TensorFlow backend), so
+    that `training.distribution: mirrored` can be tried, and tested, without GPUs.
+
+    Raises:
+        UsageError: N is not an integer >= 1, or TensorFlow already started with another
+            number of CPU devices (they can be split only before it starts).
+    """
+    value = os.environ.get(CPU_DEVICES, "")
+    import keras
+
+    if not value or keras.backend.backend() != "tensorflow":
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{CPU_DEVICES} must be an integer >= 1, received {value!r}")
+    import tensorflow as tf
+
+    count = int(value)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # TensorFlow already started: fine if it has those devices
+        pass
+    started = len(tf.config.list_logical_devices("CPU"))  # starts TensorFlow
+    if started != count:
+        raise UsageError(f"{CPU_DEVICES}={count} came too late: TensorFlow had already started "
+                         f"with {started} CPU device(s)")
+
+
+def backend_name() -> str:
+    """The Keras backend that is (or will be) used, without importing Keras: as Keras decides
+    it, `KERAS_BACKEND`, else `backend` in `$KERAS_HOME/keras.json` (~/.keras), else tensorflow."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    import json
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as handle:
+            return str(json.load(handle).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def select(device: str) -> None:
@@ -127,3 +178,37 @@ def make_deterministic() -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+@contextmanager
+def distribution_scope(distribution: str):
+    """Where a model must be built, compiled and loaded for `training.distribution`.
+
+    `mirrored` is TensorFlow's `MirroredStrategy` over every GPU, or over every logical CPU
+    device (`DLMINE_CPU_DEVICES`) when there is none: each batch of `training.batch_size`
+    samples is split between the replicas, and their gradients are combined into the batch's.
+    `none` is one device.
+    """
+    if distribution != "mirrored":
+        yield None
+        return
+    import tensorflow as tf
+
+    found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy([d.name for d in found])
+    with strategy.scope():
+        yield strategy
+
+
+def model_scope(model):
+    """The scope of the strategy `model` was built under (TensorFlow), else none."""
+    from contextlib import nullcontext
+
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else nullcontext()
+
+
+def replicas(model) -> int:
+    """How many devices train `model` in step: 1, or the replicas of its strategy."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.num_replicas_in_sync if strategy is not None else 1

@@ -16,6 +16,7 @@ from typing import Any
 from dlmine.config.checks import loss_name
 from dlmine.config.loading import Sources, suggest, valid_list
 from dlmine.config.schema import Config
+from dlmine.devices import distribution_scope, model_scope
 from dlmine.errors import ConfigError, Problem
 
 # Layers that run code from outside Keras, or that cannot stand in a one-input stack.
@@ -250,27 +251,30 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
         from dlmine.devices import gpus
 
         keras.mixed_precision.set_global_policy("mixed_float16" if gpus() else "mixed_bfloat16")
-    if kind == "text":
-        inputs, x = _text_input(cfg, src)
-    else:
-        inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-        x = inputs
-        if table_layout and table_layout.get("embedded"):
-            x = column_embedding(cfg, table_layout)(x)
-    for path, item in stacked_layers(cfg):
-        layer = _make_layer(item, path, catalogue, src, problems)
-        if layer is None:
-            raise ConfigError(problems)
-        try:
-            x = layer(x)
-        except Exception as exc:
-            name = parse_layer(item, path, src, [])[0]
-            raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
-                                           f"shape {_shape(x.shape)}: {_first_line(exc)}")]) from None
-    check_output(cfg, src, x.shape, num_classes)
-    if cfg.training.mixed_precision:  # outputs and loss in float32, as Keras' guide advises
-        x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
-    model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
+    # Inside the strategy's scope, the variables are mirrored on every replica; after
+    # clear_session, which would drop the scope.
+    with distribution_scope(cfg.training.distribution):
+        if kind == "text":
+            inputs, x = _text_input(cfg, src)
+        else:
+            inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+            x = inputs
+            if table_layout and table_layout.get("embedded"):
+                x = column_embedding(cfg, table_layout)(x)
+        for path, item in stacked_layers(cfg):
+            layer = _make_layer(item, path, catalogue, src, problems)
+            if layer is None:
+                raise ConfigError(problems)
+            try:
+                x = layer(x)
+            except Exception as exc:
+                name = parse_layer(item, path, src, [])[0]
+                raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
+                                               f"shape {_shape(x.shape)}: {_first_line(exc)}")]) from None
+        check_output(cfg, src, x.shape, num_classes)
+        if cfg.training.mixed_precision:  # outputs and loss in float32, as Keras' guide advises
+            x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
+        model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
     return model
 
 
@@ -344,7 +348,8 @@ def _shape(shape) -> str:
 def compile_model(model, cfg: Config) -> None:
     """Compile with the configured optimizer, loss and metrics."""
     opt = dict(cfg.training.optimizer)
-    optimizer = optimizer_registry()[opt.pop("name").lower()](**opt)
-    model.compile(optimizer=optimizer, loss=cfg.training.loss, metrics=list(cfg.training.metrics),
-                  jit_compile=cfg.training.jit_compile,
-                  steps_per_execution=cfg.training.steps_per_execution)
+    with model_scope(model):  # the optimizer's variables beside the model's, on every replica
+        optimizer = optimizer_registry()[opt.pop("name").lower()](**opt)
+        model.compile(optimizer=optimizer, loss=cfg.training.loss,
+                      metrics=list(cfg.training.metrics), jit_compile=cfg.training.jit_compile,
+                      steps_per_execution=cfg.training.steps_per_execution)

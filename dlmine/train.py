@@ -135,7 +135,7 @@ def _new_run(loaded: LoadedConfig, prepared: Prepared, splits: datamod.Splits, r
     run.write_json(RUN_JSON, {
         "status": "running", "name": cfg.name, "started": now_iso(), "ended": None,
         "duration_s": None, "command": argv, "versions": devices.versions(),
-        "device": device_used, "seed": cfg.seed,
+        "device": device_used, "replicas": devices.replicas(prepared.model), "seed": cfg.seed,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "data_fingerprint": splits.fingerprint,
         "samples": {"train": len(splits.x_train),
@@ -205,7 +205,8 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: st
         raise UsageError("the data differ from those this run was trained on (the fingerprint "
                          "in run.json does not match); resume with --force to accept")
     prep = datamod.Preprocessor.load(run.path)
-    model = load_model_file(checkpoint, "last")
+    with devices.distribution_scope(cfg.training.distribution):
+        model = load_model_file(checkpoint, "last")
     restore_seed_states(model, state["seed_generators"])
     rows = _history_rows(run, state["epoch"])
     first_epoch = state["epoch"]
@@ -217,7 +218,9 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: st
         if changes:
             run.write(CONFIG, to_yaml(cfg))
         resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
-                                               "device": device_used, "config_changes": changes}]
+                                               "device": device_used,
+                                               "replicas": devices.replicas(model),
+                                               "config_changes": changes}]
         run.update_run(status="running", ended=None, error=None, resumed=resumes)
 
     _run_session(session, reporter, argv, before=mark_resumed)
@@ -303,6 +306,8 @@ def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
                                      session.splits)
     with open(run / LOG, "a", encoding="utf-8") as log:
         verb = f"resume from epoch {session.initial_epoch}" if session.state else "train"
+        if devices.replicas(model) > 1:
+            verb += f" on {devices.replicas(model)} replicas ({cfg.training.distribution})"
         log.write(f"{now_iso()} dlmine {verb}: {' '.join(argv)}\n")
         if not session.state:
             log.write(model_summary(model) + "\n")

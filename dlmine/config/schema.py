@@ -217,6 +217,11 @@ class TrainingConfig:
     steps_per_execution: int = doc(
         "Training steps run per call into the backend, as Keras' `steps_per_execution`.", 1,
         check=_positive)
+    distribution: Literal["none", "mirrored"] = doc(
+        "`none`: one device. `mirrored`: every GPU of this machine trains a copy of the model "
+        "on its share of each batch (TensorFlow's `MirroredStrategy`; `batch_size` is the "
+        "batch of all of them together); without a GPU, every CPU device "
+        "(`DLMINE_CPU_DEVICES`). TensorFlow backend only; not for text.", "none")
 
 
 @dataclass
