@@ -63,7 +63,8 @@ class DatasetConfig:
     path: str | None = doc(
         "The file or folder of `npz`, `csv`, `parquet`, `text` and `images`; relative to the "
         "config file's folder. An `.npz` holds `x_train`, `y_train` and optionally `x_test`, "
-        "`y_test` and `class_names`.")
+        "`y_test` and `class_names`; for `npz`, a folder of such files is read as shards, one "
+        "at a time (data larger than memory).")
     test_path: str | None = doc(
         "A separate test file or folder (same layout as `path`); null: the test split is held "
         "out of `path` (`test_split`).")
