@@ -1006,8 +1006,7 @@ CORPUS = [
              f"cfg.yaml:10: model.layers[1].Dense.kernel_initializer: {CARRIES_CODE}"),
     cfg_case("activation-python-path", swap(CONFIG, "activation: relu}\n    - Dropout",
                                             "activation: os.system}\n    - Dropout"),
-             "cfg.yaml:10: model.layers[1].Dense: Dense(units=256, activation='os.system') was "
-             "refused by Keras: Could not interpret activation function identifier: os.system"),
+             "cfg.yaml:10: model.layers[1].Dense.activation: unknown activation 'os.system'"),
     cfg_case("loss-python-path", swap(CONFIG, "  batch_size: 8\n", "  batch_size: 8\n  loss: "
                                       "os.system\n"),
              "cfg.yaml:17: training.loss: unknown loss 'os.system'"),

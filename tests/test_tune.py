@@ -134,8 +134,7 @@ tune:
     assert lines[1].startswith(f"  {cfg}:18: tune.space.model.layers[1].Dense.unit: Dense has no "
                                "argument 'unit'; did you mean 'units'? Valid: activation, ")
     assert lines[2] == (f"  {cfg}:19: tune.space.model.layers[1].Dense.activation: "
-                        "model.layers[1].Dense: Dense(units=8, activation='sigmoidd') was refused "
-                        "by Keras: Could not interpret activation function identifier: sigmoidd")
+                        "unknown activation 'sigmoidd'; did you mean 'sigmoid'?")
     assert not (tmp_path / "study").exists()
 
 
@@ -361,7 +360,9 @@ def test_no_trial_starts_after_the_timeout(tmp_path, tiny_npz):
 # --- several processes, one study ----------------------------------------------------------------
 
 def test_two_processes_share_one_sqlite_study(tmp_path, tiny_npz):
-    cfg = write_config(tmp_path, TUNE_CONFIG)
+    # without pruning: whether the median pruner stops trial 3 depends on how far the other
+    # process's trials have come, which is a race between the two processes
+    cfg = write_config(tmp_path, TUNE_CONFIG + "  pruner: none\n")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", RUN_TUNE, "tune", str(cfg), "--trials", "2",
                                "--study-dir", str(tmp_path / name), "--storage", storage,
@@ -374,7 +375,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path, tiny_npz):
         assert out == f"{tmp_path / name}\n"  # --quiet: the study directory only
     shared = load_study(tmp_path, storage)
     assert sorted(t.number for t in shared.trials) == [0, 1, 2, 3]
-    assert all(t.state == TrialState.COMPLETE for t in shared.trials)
+    assert [t.state for t in shared.trials] == [TrialState.COMPLETE] * 4
     dirs = sorted(p.name for name in ("a", "b") for p in (tmp_path / name).glob("trial-*"))
     assert dirs == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
     assert len(list((tmp_path / "a").glob("trial-*"))) == 2
