@@ -112,15 +112,24 @@ def shop(folder: Path, rows: int = 300, cities: int = 12) -> Path:
     return path
 
 
-@pytest.mark.parametrize("how", ["  columns: {age: numeric, city: embedding, income: numeric}\n",
-                                 "  categorical_encoding: embedding\n"])
-def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path, how):
+def shop_config(folder: Path, how: str) -> Path:
+    shop(folder)
+    return write_config(folder, TABLE_CONFIG.replace("people.csv", "shop.csv")
+                        .replace("epochs: 3", "epochs: 25").format(extra=how + "  embedding_dim: 3\n"))
+
+
+def test_categorical_encoding_embedding_embeds_every_categorical_column(cli, tmp_path):
+    cfg = shop_config(tmp_path, "  categorical_encoding: embedding\n")  # city is inferred
+    checked = cli("check", cfg)
+    assert checked.exit_code == 0, checked.output
+    assert "(ColumnEmbedding)" in checked.stdout
+    assert checked.stdout.endswith("OK: 2 layers, input shape (3,), 105 parameters\n")
+
+
+def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path):
     import keras
 
-    shop(tmp_path)
-    text = (TABLE_CONFIG.replace("people.csv", "shop.csv").replace("epochs: 3", "epochs: 25")
-            .format(extra=how + "  embedding_dim: 3\n"))
-    cfg = write_config(tmp_path, text)
+    cfg = shop_config(tmp_path, "  columns: {age: numeric, city: embedding, income: numeric}\n")
     checked = cli("check", cfg)
     assert checked.exit_code == 0, checked.output
     assert "(ColumnEmbedding)" in checked.stdout
