@@ -75,20 +75,34 @@ def main(debug: bool) -> None:
 @click.option("--folds", type=click.IntRange(min=2), default=None,
               help="k-fold cross-validation: one run per fold in RUN_DIR/fold-K/.")
 @click.option("--quiet", is_flag=True, help="Print nothing but the run directory.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="DLMINE_PROCESSES", help="Train data-parallel in N processes (JAX backend); "
+              "start one per --process-id, or use `dlmine launch`.")
+@click.option("--process-id", type=click.IntRange(min=0), default=0, envvar="DLMINE_PROCESS_ID",
+              help="This process, 0..N-1; only process 0 writes the run directory.")
+@click.option("--coordinator", metavar="HOST:PORT", envvar="DLMINE_COORDINATOR",
+              help="Where process 0 listens for the others.")
+@click.option("--peer-timeout", type=click.IntRange(min=1), default=120, show_default=True,
+              envvar="DLMINE_PEER_TIMEOUT", help="Seconds to wait for every process to join, "
+              "and for a silent one, before the job fails.")
 def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device, folds,
-          quiet) -> None:
+          quiet, processes, process_id, coordinator, peer_timeout) -> None:
     """Train CONFIG, evaluate it on the test split, print the run directory.
 
     With --resume RUN_DIR (and no CONFIG, or the same one), continue an interrupted run.
     """
-    from dlmine import devices
+    from dlmine import devices, distributed
 
     if config is None and resume_dir is None:
         raise click.UsageError("give a CONFIG to train, or --resume RUN_DIR")
     if resume_dir is not None and (run_dir is not None or folds):
         raise click.UsageError("--resume continues RUN_DIR in place; --run-dir and --folds "
                                "cannot be used with it")
+    cluster = distributed.Cluster(processes, process_id, coordinator, peer_timeout)
+    if cluster.multi and resume_dir is not None:
+        raise click.UsageError("--resume runs in one process; resume without --processes")
     devices.select(device)
+    distributed.use_jax(cluster)
     if _debug():  # else load_config imports Keras quietly, once the config's names are right
         devices.import_keras(True)
     from dlmine.config import load_config
@@ -97,17 +111,40 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
     from dlmine.train import resume
     from dlmine.train import train as run_training
 
-    reporter = Reporter(quiet=quiet)
+    reporter = Reporter(quiet=quiet or not cluster.leader)
     if resume_dir is not None:
         source = config if config is not None else RunDir.open(resume_dir) / CONFIG
         loaded = load_config(source, overrides, seed=seed)
         run = resume(resume_dir, loaded, force=force, device=device, reporter=reporter,
                      argv=sys.argv[1:])
     else:
-        loaded = load_config(config, overrides, seed=seed)
-        run = run_training(loaded, run_dir=run_dir, runs_root=runs_root, device=device,
-                           reporter=reporter, argv=sys.argv[1:], folds=folds)
-    click.echo(str(run.path))
+        with distributed.session(cluster) as private_run_dir:  # joins the other processes
+            loaded = load_config(config, overrides, seed=seed)
+            distributed.check_job(cluster, loaded.config, folds)
+            run = run_training(loaded, run_dir=private_run_dir or run_dir, runs_root=runs_root,
+                               device=device, reporter=reporter, argv=sys.argv[1:], folds=folds)
+    if cluster.leader:
+        click.echo(str(run.path))
+
+
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("--local", "processes", type=click.IntRange(min=1), required=True, metavar="N",
+              help="Start N processes on this machine.")
+@click.argument("train_args", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="CONFIG [TRAIN OPTIONS]...")
+def launch(processes, train_args) -> None:
+    """Train CONFIG data-parallel in N processes on this machine (JAX backend).
+
+    Runs `dlmine train CONFIG [TRAIN OPTIONS]` N times, joined through DLMINE_PROCESSES,
+    DLMINE_PROCESS_ID and DLMINE_COORDINATOR; shows process 0's output and prints its run
+    directory; stops every process when one fails and exits with the worst exit code.
+    """
+    from dlmine.launch import launch_local
+
+    code, printed = launch_local(processes, list(train_args), debug=_debug())
+    click.echo(printed, nl=False)
+    click.get_current_context().exit(code)
 
 
 @main.command()

@@ -190,6 +190,9 @@ def distribution_scope(distribution: str):
     `none` is one device.
     """
     if distribution != "mirrored":
+        from dlmine.distributed import reinstate
+
+        reinstate()  # a multi-process job's DataParallel, which clear_session drops
         yield None
         return
     import tensorflow as tf
@@ -209,6 +212,9 @@ def model_scope(model):
 
 
 def replicas(model) -> int:
-    """How many devices train `model` in step: 1, or the replicas of its strategy."""
+    """How many devices train `model` in step: 1, the replicas of its strategy (TensorFlow),
+    or the devices of a multi-process job (`dlmine.distributed`)."""
+    from dlmine.distributed import replicas as job_devices
+
     strategy = getattr(model, "distribute_strategy", None)
-    return strategy.num_replicas_in_sync if strategy is not None else 1
+    return strategy.num_replicas_in_sync if strategy is not None else job_devices()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dlmine import data as datamod
-from dlmine import devices
+from dlmine import devices, distributed
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.console import Reporter
 from dlmine.errors import ConfigError, DataError, Interrupted, TrainingError
@@ -307,7 +307,8 @@ def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
     with open(run / LOG, "a", encoding="utf-8") as log:
         verb = f"resume from epoch {session.initial_epoch}" if session.state else "train"
         if devices.replicas(model) > 1:
-            verb += f" on {devices.replicas(model)} replicas ({cfg.training.distribution})"
+            how = "jax processes" if distributed.joined() else cfg.training.distribution
+            verb += f" on {devices.replicas(model)} replicas ({how})"
         log.write(f"{now_iso()} dlmine {verb}: {' '.join(argv)}\n")
         if not session.state:
             log.write(model_summary(model) + "\n")
@@ -327,10 +328,11 @@ def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
         from dlmine.rundir import atomic_save_model
 
         atomic_save_model(model, run / MODEL)
-        best = load_checkpoint(run, "best")
-        x_test, y_test = prep.transform(splits.x_test, splits.y_test)
-        report = evaluate_model(best, x_test, y_test, cfg, splits.info.class_names,
-                                cfg.training.batch_size)
+        with distributed.local_only():  # predict cannot fetch outputs spread over processes
+            best = load_checkpoint(run, "best")
+            x_test, y_test = prep.transform(splits.x_test, splits.y_test)
+            report = evaluate_model(best, x_test, y_test, cfg, splits.info.class_names,
+                                    cfg.training.batch_size)
         report = {"split": "test", "checkpoint": "best", **report}
         run.write_json("eval.json", report)
         log.write(f"{now_iso()} test: " + ", ".join(f"{k} {v:.4f}" for k, v in
@@ -362,8 +364,9 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     weights = class_weights(cfg, splits.y_train)
     sample_weight = None if weights is None else np.array(
         [weights[int(label)] for label in splits.y_train], dtype="float32")
-    batches = training_batches(x_train, y_train, t.batch_size, cfg.seed, t.shuffle,
-                               session.initial_epoch, sample_weight)
+    batches = distributed.local_share(training_batches(x_train, y_train, t.batch_size, cfg.seed,
+                                                       t.shuffle, session.initial_epoch,
+                                                       sample_weight))
     recorder = RunRecorder(run, reporter, log, t.epochs, len(batches), session.rows)
     checkpoint = AtomicCheckpoint(run, recorder, t.checkpoint.monitor, t.checkpoint.mode,
                                   (session.state or {}).get("best"))
@@ -440,7 +443,9 @@ def _graceful_stop(recorder):
         state["signal"] = signal.Signals(signum).name
         recorder.request_stop()
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Processes of a job cannot all finish the same batch: there a signal stops at once.
+    handled = () if distributed.joined() else (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, handler) for s in handled}
     try:
         yield state
     except KeyboardInterrupt:
