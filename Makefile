@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DLMINE_DATA_DIR ?= $(abspath ../shared/data)
+# pytest-xdist workers; one test file stays on one worker (--dist loadfile)
+TEST_WORKERS ?= 2
 export DLMINE_DATA_DIR
 
 .PHONY: demo test lint docs bench gpu-wheels clean
@@ -25,7 +27,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check dlmine tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dlmine tests benchmarks
