@@ -100,7 +100,7 @@ def use_jax(cluster: Cluster) -> None:
     if "keras" in sys.modules:
         backend = sys.modules["keras"].backend.backend()
     else:
-        backend = os.environ.setdefault("KERAS_BACKEND", "jax")
+        backend = os.environ["KERAS_BACKEND"] = os.environ.get("KERAS_BACKEND") or "jax"
     if backend != "jax":
         raise UsageError(f"training on several processes (--processes {cluster.processes}) "
                          f"needs the JAX backend, but Keras uses {backend!r}; set "

@@ -145,7 +145,7 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
     and transformed by the saved preprocessing state, never refitted.
     """
     run = RunDir.open(path)
-    cfg = load_config(run / CONFIG).config
+    cfg = load_config(run / CONFIG, check_model=False).config  # checked when it trained
     prep = datamod.Preprocessor.load(run.path)
     info = run.read_json(RUN_JSON) if (run / RUN_JSON).exists() else {}
     if info.get("status") not in (None, "completed"):

@@ -20,19 +20,30 @@ from dlmine.errors import UsageError
 from dlmine.rundir import CONFIG, EVAL_JSON, RUN_JSON, RunDir, now_iso
 
 
-def fold_splits(splits: datamod.Splits, folds: int, seed: int, task: str) -> list[datamod.Splits]:
-    """`folds` Splits whose validation parts partition the training data (stratified)."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+def check_folds(splits: datamod.Splits, folds: int) -> None:
+    """Refuse folds these data cannot have.
 
+    Raises:
+        UsageError: the data are shards (read one at a time), or `folds` is not between 2
+            and the number of training samples.
+    """
     from dlmine.data.shards import is_stream
 
     if is_stream(splits.x_train):
         raise UsageError("--folds needs the data in memory; a folder of shards is read one "
                          "shard at a time (train without --folds, with a validation_split)")
-    x, y = _concat(splits.x_train, splits.x_val), _concat(splits.y_train, splits.y_val)
-    if folds < 2 or folds > len(y):
-        raise UsageError(f"--folds must be between 2 and the {len(y)} training samples, "
+    samples = len(splits.y_train) + (0 if splits.y_val is None else len(splits.y_val))
+    if folds < 2 or folds > samples:
+        raise UsageError(f"--folds must be between 2 and the {samples} training samples, "
                          f"received {folds}")
+
+
+def fold_splits(splits: datamod.Splits, folds: int, seed: int, task: str) -> list[datamod.Splits]:
+    """`folds` Splits whose validation parts partition the training data (stratified)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    check_folds(splits, folds)
+    x, y = _concat(splits.x_train, splits.x_val), _concat(splits.y_train, splits.y_val)
     stratified = task == "classification" and np.bincount(y).min(initial=folds) >= folds
     splitter = (StratifiedKFold if stratified else KFold)(folds, shuffle=True, random_state=seed)
     out = []

@@ -20,7 +20,8 @@ from contextlib import ExitStack
 from dlmine.errors import UsageError
 
 JOB_OPTIONS = ("--processes", "--process-id", "--coordinator")
-GRACE_S = 10.0  # after a failure, how long the others get to stop before they are killed
+PEERS_S = 5.0  # after a failure, how long the others get to fail by themselves (a collective)
+GRACE_S = 10.0  # then, after SIGTERM, how long they get to stop before they are killed
 TAIL_LINES = 20  # of a failed process's stderr (other than process 0's, which is shown live)
 
 
@@ -86,11 +87,13 @@ def _wait_or_stop(procs: list[subprocess.Popen]) -> set[int]:
         The indices of the processes this stopped.
     """
     stopped: set[int] = set()
-    deadline = None
+    failed_at = deadline = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while None in (codes := [p.poll() for p in procs]):
-            if deadline is None and any(code not in (None, 0) for code in codes):
+            if failed_at is None and any(code not in (None, 0) for code in codes):
+                failed_at = time.monotonic()  # the others' next collective fails: their message
+            if deadline is None and failed_at is not None and time.monotonic() > failed_at + PEERS_S:
                 stopped, deadline = _stop(procs), time.monotonic() + GRACE_S
             if deadline is not None and time.monotonic() > deadline:
                 for p in procs:

@@ -104,6 +104,10 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
     device_used = _set_up_backend(cfg, device)
     prepared = build_checked_model(loaded)
     splits = prepared.splits or datamod.load(cfg.dataset, cfg.seed)
+    if folds:
+        from dlmine.folds import check_folds
+
+        check_folds(splits, folds)  # before the run directory exists
     run = RunDir.create(run_dir, runs_root, cfg.name)
     if folds:
         from dlmine.folds import train_folds

@@ -158,6 +158,12 @@ def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path):
     rows = predicted.stdout.splitlines()[1:]
     assert [r.split(",")[1] for r in (rows[0], rows[2])] == ["yes", "no"]
     assert len(rows) == 3  # 'rome' was never seen: its code is the unseen slot
+    for fmt, name in (("onnx", "model.onnx"), ("tflite", "model.tflite")):  # dlmine's own layer
+        exported = cli("export", run, "--format", fmt)
+        assert exported.exit_code == 0, exported.output
+        assert exported.stdout == f"{run / 'export' / name}\n"
+        assert exported.stderr.startswith(f"checked: predictions of the {fmt} export on 8 test "
+                                          "samples match the best checkpoint")
 
 
 def test_embedding_options_are_for_tables_only(cli, tmp_path):

@@ -72,6 +72,9 @@ def test_mirrored_on_two_cpus_trains_and_resumes_like_one_device(cli, tmp_path, 
     assert "dlmine resume from epoch 1 on 2 replicas (mirrored): train --resume" in log
     assert json.loads((mirrored / "eval.json").read_text())["metrics"]["loss"] == pytest.approx(
         json.loads((single / "eval.json").read_text())["metrics"]["loss"], rel=TOLERANCE)
+    # the checkpoints are ordinary: a finished mirrored run evaluates on one device, any backend
+    elsewhere = run_dlmine(f"evaluate {mirrored} --quiet", env_extra={"KERAS_BACKEND": "jax"})
+    assert elsewhere.returncode == 0, elsewhere.stderr
 
 
 def test_mirrored_needs_the_tensorflow_backend(tmp_path, tiny_npz):

@@ -127,6 +127,10 @@ def test_the_same_shards_train_to_the_same_weights_twice(cli, tmp_path):
                "(6, 6), or x_test in one only); every shard must have the same layout"),
     ("labels", "part-0.npz: missing array(s) y_train; every shard holds x_train, y_train and "
                "optionally x_test, y_test"),
+    ("label-shape", "part-1.npz: y_train holds 2 int64 value(s) per sample, but part-0.npz holds "
+                    "1 int64; every shard must have the same layout"),
+    ("pickled", "part-0.npz: holds Python objects (pickled arrays), which dlmine does not load; "
+                "save plain numeric arrays"),
 ])
 def test_broken_shards_are_named(cli, tmp_path, damage, message):
     folder = tmp_path / "shards"
@@ -136,6 +140,13 @@ def test_broken_shards_are_named(cli, tmp_path, damage, message):
         np.savez(folder / "part-1.npz", x_train=np.zeros((4, 7, 6)), y_train=np.zeros(4, int))
     elif damage == "labels":
         np.savez(folder / "part-0.npz", x_train=np.zeros((4, 6, 6)))
+    elif damage == "label-shape":
+        np.savez(folder / "part-0.npz", x_train=np.zeros((4, 6, 6)), y_train=np.zeros(4, "int64"))
+        np.savez(folder / "part-1.npz", x_train=np.zeros((4, 6, 6)),
+                 y_train=np.zeros((4, 2), "int64"))
+    elif damage == "pickled":
+        np.savez(folder / "part-0.npz", x_train=np.zeros((4, 6, 6)),
+                 y_train=np.array([0, 1, 0, 1], dtype=object), allow_pickle=True)
     cfg = write_config(tmp_path, SHARDS_CONFIG.format(path="shards"))
     result = cli("train", cfg, "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 1, result.output
@@ -151,3 +162,4 @@ def test_folds_need_data_in_memory(cli, tmp_path):
     assert result.stderr == ("Error: --folds needs the data in memory; a folder of shards is read "
                              "one shard at a time (train without --folds, with a "
                              "validation_split)\n")
+    assert not (tmp_path / "run").exists()

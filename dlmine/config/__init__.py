@@ -64,6 +64,10 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
     config = build(Config, data, (), sources, problems, REQUIRED)
     resolve(config, default_name=path.stem)
     problems.extend(run_rules(config, sources, problems))
+    if check_model:  # what training on this machine needs; a finished run evaluates anywhere
+        from dlmine.config.checks import check_distribution_backend
+
+        problems.extend(check_distribution_backend(config, sources))
     if check_model and isinstance(config.model.layers, list) and config.model.layers:
         from dlmine.config.catalogue import shipped
         from dlmine.model import check_spec

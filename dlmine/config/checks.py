@@ -234,7 +234,6 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitors_have_validation, MONITOR_INPUTS),
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
-    (check_distribution_backend, ("training.distribution",)),
     (check_distribution_data, ("training.distribution", "dataset.name")),
 ]
 

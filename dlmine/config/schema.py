@@ -87,8 +87,9 @@ class DatasetConfig:
         "vectors, or integer codes that a learned `Embedding` per column, put first in the "
         "model and saved with it, turns into `embedding_dim` numbers.", "onehot")
     embedding_dim: int | None = doc(
-        "Tables: numbers per embedded category; null: min(50, round(1.6 * categories ** 0.56)) "
-        "for each column (fast.ai's rule).", check=lambda v: None if v is None else _positive(v))
+        "Tables: numbers per embedded category; null: min(50, round(1.6 * codes ** 0.56)) for "
+        "each column, codes being its categories seen in training + 1 for unseen values "
+        "(fast.ai's rule).", check=lambda v: None if v is None else _positive(v))
     text_column: str = doc("Text CSVs: the column holding the text.", "text")
     image_size: list[int] | None = doc(
         "Images: every image is resized to `[height, width]`. Required for `images`.")

@@ -336,8 +336,9 @@ def _describe_shards(folder: Path, task: str) -> DataInfo:
         return DataInfo(tuple(shape), None, [])
     arrays = read_shards(folder)
     labels = [arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays]
-    classes = max(int(np.max(y)) + 1 for y in labels if len(y))
-    names = arrays.get("class_names") or [str(i) for i in range(classes)]
+    labels = [y for y in labels if len(y) and np.issubdtype(y.dtype, np.number)]
+    classes = max(int(np.max(y)) + 1 for y in labels) if labels else None  # else load() says
+    names = arrays.get("class_names") or [str(i) for i in range(classes or 0)]
     return DataInfo(tuple(shape), classes, names)
 
 

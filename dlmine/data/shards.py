@@ -123,13 +123,12 @@ def read_shards(folder: Path) -> dict:
         if missing:
             raise DataError(f"{path}: missing array(s) {', '.join(missing)}; every shard holds "
                             "x_train, y_train and optionally x_test, y_test")
-        for key in ("x_train", "x_test"):
-            if key in header and header[key][1].hasobject:
-                raise DataError(_PICKLED.format(path=path))
+        if any(header[key][1].hasobject for key in header):
+            raise DataError(_PICKLED.format(path=path))
         with np.load(path, allow_pickle=False) as npz:
             for key in labels:
                 if key in header:
-                    labels[key].append(npz[key])
+                    labels[key].append((path, npz[key]))
         for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
             if x in header and header[x][0][0] != header[y][0][0]:
                 raise DataError(f"{path}: {x} has {header[x][0][0]} samples but {y} has "
@@ -147,13 +146,26 @@ def read_shards(folder: Path) -> dict:
             continue
         rows = [np.arange(h[key][0][0]) for h in headers]
         out[key] = ShardSet(files, key, rows, first[key][0][1:], first[key][1])
-        out["y" + key[1:]] = np.concatenate(labels["y" + key[1:]])
+        out["y" + key[1:]] = _joined(labels["y" + key[1:]], "y" + key[1:])
     if "class_names" in first:
         with np.load(files[0], allow_pickle=False) as npz:
             out["class_names"] = [str(n) for n in npz["class_names"]]
     if len(out["x_train"]) == 0:
         raise DataError(f"{folder}: the shards hold no training samples")
     return out
+
+
+def _joined(parts: list[tuple[Path, np.ndarray]], key: str) -> np.ndarray:
+    """The labels of every shard as one array; shards must agree on their shape."""
+    arrays = [(path, y.reshape(len(y), -1)) for path, y in parts]
+    first_path, first = arrays[0]
+    for path, y in arrays:
+        if y.shape[1] != first.shape[1] or y.dtype.kind != first.dtype.kind:
+            raise DataError(f"{path}: {key} holds {y.shape[1]} {y.dtype} value(s) per sample, "
+                            f"but {first_path.name} holds {first.shape[1]} {first.dtype}; every "
+                            "shard must have the same layout")
+    joined = np.concatenate([y for _, y in arrays])
+    return joined[:, 0] if joined.shape[1] == 1 else joined
 
 
 def describe_shards(folder: Path) -> tuple:
