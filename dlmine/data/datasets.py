@@ -345,17 +345,13 @@ def _describe_shards(folder: Path, task: str) -> DataInfo:
 def _describe_npz(path: Path, task: str) -> DataInfo:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as member:
-            version = np.lib.format.read_magic(member)
-            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = reader(member)
-    except KeyError:
+    from dlmine.data.shards import npz_headers
+
+    header = npz_headers(path)  # "not a readable .npz file" when it is not one
+    if "x_train" not in header:
         raise DataError(f"{path}: missing array x_train; expected x_train, y_train and "
-                        "optionally x_test, y_test") from None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+                        "optionally x_test, y_test")
+    shape, dtype = header["x_train"]
     if dtype.hasobject:
         raise DataError(_PICKLED.format(path=path))
     if not shape or shape[0] == 0:

@@ -116,7 +116,7 @@ def read_shards(folder: Path) -> dict:
     out: dict = {"shards": files}
     headers, labels = [], {"y_train": [], "y_test": []}
     for path in files:
-        header = _headers(path)
+        header = npz_headers(path)
         missing = [k for k in ("x_train", "y_train") if k not in header]
         if ("x_test" in header) != ("y_test" in header):
             missing.append("y_test" if "x_test" in header else "x_test")
@@ -170,13 +170,13 @@ def _joined(parts: list[tuple[Path, np.ndarray]], key: str) -> np.ndarray:
 
 def describe_shards(folder: Path) -> tuple:
     """(sample shape, dtype) from the first shard's header."""
-    header = _headers(shard_files(folder)[0])
+    header = npz_headers(shard_files(folder)[0])
     if "x_train" not in header:
         raise DataError(f"{shard_files(folder)[0]}: missing array x_train")
     return header["x_train"][0][1:], header["x_train"][1]
 
 
-def _headers(path: Path) -> dict:
+def npz_headers(path: Path) -> dict:
     """`{array name: (shape, dtype)}` of an .npz, from the headers alone."""
     try:
         out = {}
