@@ -7,25 +7,31 @@ DLMINE_DATA_DIR ?= $(abspath ../shared/data)
 TEST_WORKERS ?= 2
 export DLMINE_DATA_DIR
 
-.PHONY: demo test lint docs bench gpu-wheels clean
+.PHONY: demo test chromium lint docs bench gpu-wheels constraints clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install -q -e .
+# constraints.txt pins every package to the version the suite passed with
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install -q -e ".[test]"
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/activate
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@ $(VENV)/.installed
 
 # Train and evaluate the digits CNN (scikit-learn's bundled data: no network needed).
 demo: $(VENV)/.installed
 	run=$$($(BIN)/dlmine train configs/digits_cnn.yaml) && $(BIN)/dlmine evaluate "$$run"
 
-test: $(VENV)/.installed-test
+# The report test opens report.html in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| { echo "make test needs Debian's chromium (apt-get install chromium)"; exit 1; }
+
+test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check dlmine tests benchmarks
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
@@ -45,6 +51,11 @@ bench: $(VENV)/.installed
 # by git), for benchmarks/gpu_check.sh on a GPU machine with JAX and no package registry.
 gpu-wheels: $(VENV)/.installed
 	PYTHON=$(BIN)/python bash benchmarks/gpu_wheels.sh
+
+# After an upgrade that the suite passed with: pin the versions it passed with.
+constraints: $(VENV)/.installed-test
+	(sed -n 1,2p constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^dlmine') > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

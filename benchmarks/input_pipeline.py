@@ -2,7 +2,7 @@
 
 dlmine shuffles each epoch with `numpy.random.default_rng([seed, epoch]).permutation(n)` so that
 a resumed run sees exactly the batches an uninterrupted one would. It feeds them to Keras as a
-`keras.utils.PyDataset` (`dlmine/batches.py`), where plain Keras code calls
+`keras.utils.PyDataset` (`dlmine/data/batches.py`), where plain Keras code calls
 `fit(x, y, shuffle=True)` on arrays. This script trains the same model on the same data, in one
 process, through several input pipelines, alternating them over `--rounds` rounds, and prints
 the seconds inside `fit` of each (median over rounds), the process' CPU seconds in it (less
@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from plain_keras_mnist import EpochTimes, build_model, load_data
 
-from dlmine.batches import EpochShuffled
+from dlmine.data.batches import EpochShuffled
 
 DEFAULT_VARIANTS = ["arrays", "arrays-keyed", "pydataset", "tfdata-keyed", "arrays+spe=8",
                     "pydataset+spe=8", "tfdata-keyed+spe=8", "arrays+jit",

@@ -439,7 +439,7 @@ def pipeline_section(pipeline: dict | None) -> list[str]:
         "`python benchmarks/input_pipeline.py`: the same model and data trained in one process "
         "through each pipeline, alternated over "
         f"{pipeline['args']['rounds']} rounds (medians). `pydataset` is what dlmine does "
-        "today (`dlmine/batches.py`: `EpochShuffled`, a `keras.utils.PyDataset`, with "
+        "today (`dlmine/data/batches.py`: `EpochShuffled`, a `keras.utils.PyDataset`, with "
         "`fit(shuffle=False)`); `arrays` is plain Keras on arrays; `tfdata-keyed` is a tf.data "
         "pipeline that draws `default_rng([seed, epoch]).permutation(n)` when each epoch's "
         "iterator starts and gathers the batches in TensorFlow (`keyed_tf_dataset` in the "

@@ -12,6 +12,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 
 class Reporter:
@@ -30,12 +31,20 @@ class Reporter:
         self._epochs = self._batches = None
 
     def info(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(message, markup=False)
+        self._say(message)
 
     def warn(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(f"Warning: {message}", markup=False, style="yellow")
+        self._say(f"Warning: {message}", style="yellow")
+
+    def _say(self, message: str, style: str | None = None) -> None:
+        """A message on stderr: styled in a terminal; as it is in a log, never wrapped (a
+        path cut at 80 columns cannot be copied from a CI log)."""
+        if self.quiet:
+            return
+        if self.err.is_terminal:
+            self.err.print(message, markup=False, style=style)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def train_begin(self, epochs: int, steps: int, initial_epoch: int = 0) -> None:
         if not self.rich:
@@ -72,15 +81,41 @@ class Reporter:
         """A two-column table of metric names and values."""
         if self.quiet and stream == "stderr":
             return
-        table = Table()
+        table = new_table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in metrics.items():
-            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+            table.add_row(name, number(value))
         console = self.err if stream == "stderr" else Console(highlight=False)
         console.print(title, markup=False)
         console.print(table)
 
 
+def number(value, digits: int = 4) -> str:
+    """A metric as dlmine prints it everywhere: floats with `digits` decimals, else as is."""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 def format_logs(logs: dict) -> str:
-    return " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, (int, float)))
+    """`accuracy 0.9712 - loss 0.0931`: the numeric entries of Keras' epoch logs."""
+    return " - ".join(f"{k} {number(float(v))}" for k, v in logs.items()
+                      if isinstance(v, (int, float)))
+
+
+def new_table(title: str | None = None) -> Table:
+    """dlmine's table style: a title on the left, default borders."""
+    return Table(title=title, title_justify="left")
+
+
+def print_table(header: list[str], rows: list[list[str]], right: set = frozenset(),
+                title: str | None = None) -> None:
+    """A table on stdout, full width even when stdout is a pipe."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=240)
+    table = new_table(title)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i in right else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # a class name like [red] is not markup
+    console.print(table)

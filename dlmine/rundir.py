@@ -7,7 +7,9 @@ file. A run directory is created once and never overwritten.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -17,6 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dlmine.config import Config, load_config
 from dlmine.errors import DlmineError, UsageError
 
 CONFIG = "config.yaml"
@@ -33,37 +38,24 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's 0600 would hide runs from others
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` so that `path` holds either the old or the new bytes, never half."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        _remove_quietly(locals().get("tmp"))
-        raise DlmineError(f"cannot write {path}: {exc.strerror or exc}; the previous version "
-                          "of the file, if any, is intact") from None
+@contextmanager
+def staged(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write; then fsynced and renamed over
+    `path`, so that `path` holds either the old or the new bytes, never half.
 
-
-def atomic_save_model(model, path: Path) -> None:
-    """`model.save` to a temporary `.keras` file, fsync, then rename over `path`."""
+    Raises:
+        DlmineError: the file cannot be written (a full disk, an unwritable folder); the
+            temporary file is removed and `path` is left as it was.
+    """
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         try:
             os.fchmod(fd, _FILE_MODE)
         finally:
             os.close(fd)
-        model.save(tmp)
+        yield Path(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -75,6 +67,18 @@ def atomic_save_model(model, path: Path) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` through `staged`: the old bytes or the new, never half."""
+    with staged(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def atomic_save_model(model, path: Path) -> None:
+    """`model.save` through `staged` (a `.keras` temporary, as Keras wants the suffix)."""
+    with staged(path, suffix=".keras") as tmp:
+        model.save(tmp)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -158,6 +162,11 @@ class RunDir:
             raise UsageError(f"{path} is not a dlmine run directory: it has no {CONFIG}")
         return cls(path)
 
+    def read_config(self) -> Config:
+        """The run's resolved `config.yaml`, as `load_config` reads it (no model checks: the
+        run was checked when it trained, and may be read on another backend)."""
+        return load_config(self.path / CONFIG).config
+
     def write(self, name: str, data: bytes | str) -> None:
         atomic_write(self.path / name, data)
 
@@ -210,6 +219,47 @@ class RunDir:
             yield
         finally:
             _remove_quietly(lock)
+
+
+def read_history(path: Path) -> list[dict]:
+    """The rows of a run's `history.csv`: `epoch` an integer, every metric a float (NaN for an
+    empty cell); [] when the file does not exist.
+
+    Raises:
+        DlmineError: the file cannot be read or is damaged, naming its line.
+    """
+    path = Path(path)
+    rows: list[dict] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                rows.append({k: _history_value(k, v) for k, v in row.items()})
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+        raise DlmineError(f"{path} is damaged at line {len(rows) + 2} ({exc}); expected one "
+                          "row of numbers per epoch, as dlmine writes it") from None
+    except OSError as exc:
+        raise DlmineError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return rows
+
+
+def _history_value(key: str | None, text: str | None):
+    if key is None or text is None:
+        raise ValueError("a row with more or fewer cells than the header")
+    if key == "epoch":
+        return int(text)
+    return float(text) if text != "" else math.nan
+
+
+def read_config_mapping(path: Path) -> dict | None:
+    """The mapping of a run's `config.yaml` as written (`yaml.safe_load`), for listings that
+    must not stop at one damaged run; None when it is missing or not a mapping."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def fresh_folder(root: Path, prefix: str) -> Path:

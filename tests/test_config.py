@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dlmine.config import load_config, to_yaml
+from dlmine.config import to_yaml
 from dlmine.errors import ConfigError
+from dlmine.model.checks import load_checked_config
 from tests.conftest import TINY_CONFIG, write_config
 
 BROKEN = Path(__file__).resolve().parent / "broken"
@@ -81,7 +82,7 @@ def only_problem(result) -> str:
 
 
 def load(folder: Path, text: str, *overrides: str):
-    return load_config(write_config(folder, text), overrides).config
+    return load_checked_config(write_config(folder, text), overrides).config
 
 
 def laughs(levels: int, flow: bool = False) -> str:
@@ -257,7 +258,7 @@ def test_cross_field_problems_are_reported_with_type_problems(cli, here):
 
 
 def _dense_arguments() -> str:
-    from dlmine.model import allowed_arguments, layer_registry
+    from dlmine.model.registry import allowed_arguments, layer_registry
 
     return ", ".join(sorted(allowed_arguments(layer_registry()["Dense"])))
 
@@ -275,7 +276,7 @@ def test_set_problems_come_before_the_files(cli, here):
 # --- 3. --set overrides -------------------------------------------------------------------------
 
 def test_set_changes_the_resolved_value(here):
-    loaded = load_config(write_config(here, TINY_CONFIG), ["training.epochs=1"])
+    loaded = load_checked_config(write_config(here, TINY_CONFIG), ["training.epochs=1"])
     assert loaded.config.training.epochs == 1
     assert loaded.sources.where(("training", "epochs")) == "--set training.epochs=1"
     assert loaded.sources.where(("training", "batch_size")) == "cfg.yaml:14"
@@ -424,7 +425,7 @@ def test_file_outside_the_working_directory_is_named_as_given(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path / "elsewhere")
     path = write_config(tmp_path, tiny("epochs: 2", "epochs: 0"))
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_checked_config(path)
     assert [str(p) for p in caught.value.problems] == [
         f"{path}:13: training.epochs: expected an integer >= 1, received 0 (integer)"]
 
@@ -493,7 +494,7 @@ def test_optimizer_becomes_a_mapping(here, optimizer, resolved):
 
 def test_name_defaults_to_the_file_name_and_path_to_an_absolute_one(here, tiny_npz):
     path = write_config(here, tiny("name: tiny\n"), name="my-experiment.yaml")
-    config = load_config(path).config
+    config = load_checked_config(path).config
     assert config.name == "my-experiment"
     assert config.dataset.path == str(tiny_npz.resolve())
 
@@ -506,10 +507,10 @@ ROUND_TRIP = tiny("model:", "preprocessing:\n  rescale: 1/255\n  labels: onehot\
 
 
 def test_to_yaml_loads_again_to_the_same_config(here):
-    first = load_config(write_config(here, ROUND_TRIP))
+    first = load_checked_config(write_config(here, ROUND_TRIP))
     again = here / "again"
     again.mkdir()
-    second = load_config(write_config(again, to_yaml(first.config), name="saved.yaml"))
+    second = load_checked_config(write_config(again, to_yaml(first.config), name="saved.yaml"))
     assert second.config == first.config
     assert to_yaml(second.config) == to_yaml(first.config)
     assert first.config.training.loss == "categorical_crossentropy"
@@ -535,10 +536,10 @@ def test_check_of_a_good_config_prints_the_model_and_ok(cli, tiny_config, monkey
 def test_the_shipped_keras_catalogue_is_what_the_installed_keras_offers():
     import json
 
-    from dlmine.config.catalogue import FILE, live, shipped
+    from dlmine.model.catalogue import FILE, live, shipped
 
     assert json.loads(FILE.read_text()) == live(), \
-        "regenerate it: python -m dlmine.config.catalogue --write"
+        "regenerate it: python -m dlmine.model.catalogue --write"
     assert shipped() is not None  # written for the installed Keras version
 
 
@@ -580,7 +581,7 @@ def test_values_keras_refuses_are_named_once_the_names_are_right(cli, tmp_path):
 
 
 def _catalogue() -> dict:
-    from dlmine.config.catalogue import shipped
+    from dlmine.model.catalogue import shipped
 
     return shipped()
 

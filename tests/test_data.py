@@ -11,9 +11,18 @@ import numpy as np
 import pytest
 
 from dlmine.config.schema import DatasetConfig, PreprocessingConfig
-from dlmine.data import Preprocessor, datasets, describe, load
+from dlmine.data import Preprocessor, npzfile, source_for
+from dlmine.data import arrays as array_sources
 from dlmine.errors import DataError
 from tests.conftest import mnist_dir, write_config
+
+
+def describe(cfg: DatasetConfig):
+    return source_for(cfg).describe()
+
+
+def load(cfg: DatasetConfig, seed: int):
+    return source_for(cfg).load(seed)
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 NO_NETWORK = ("URL fetch failure on https://...: None -- [Errno -3] Temporary failure in name "
@@ -60,8 +69,9 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("describe() must not load the data")
 
-    for name in ("_load_digits", "_load_keras_dataset", "_read_npz"):
-        monkeypatch.setattr(datasets, name, refuse)
+    for name in ("_load_digits", "_load_keras_dataset", "read_npz"):
+        monkeypatch.setattr(array_sources, name, refuse)
+    monkeypatch.setattr(npzfile, "read_npz", refuse)
 
 
 @pytest.fixture
@@ -431,7 +441,7 @@ def test_keras_dataset_read_from_data_dir(tmp_path, monkeypatch, keras_offline):
     np.testing.assert_array_equal(splits.y_train, arrays["y_train"].astype("int64"))
     np.testing.assert_array_equal(splits.x_test, arrays["x_test"])
     np.testing.assert_array_equal(splits.y_test, arrays["y_test"].astype("int64"))
-    assert splits.info.class_names == datasets.FASHION_NAMES
+    assert splits.info.class_names == array_sources.FASHION_NAMES
     assert splits.info.sample_shape == (28, 28) and splits.info.num_classes == 10
 
 

@@ -141,7 +141,7 @@ def test_embedded_categorical_columns_learn_and_round_trip(cli, tmp_path):
     state = json.loads((run / "preprocessing.json").read_text())
     assert state["columns"] == {"age": "numeric", "city": "embedding", "income": "numeric"}
     assert state["output_shape"] == [3]  # age, income, and the city's code
-    from dlmine.evaluate import load_model_file
+    from dlmine.model.io import load_model_file
 
     # safe_mode=True: dlmine's own layer is registered, so the model loads
     model = load_model_file(run / "checkpoints" / "best.keras")
@@ -374,7 +374,7 @@ def test_shipped_csvs_are_small_and_written_by_the_script():
 def test_column_embedding_reads_codes_exactly_under_mixed_precision():
     import keras
 
-    from dlmine.layers import ColumnEmbedding
+    from dlmine.model.layers import ColumnEmbedding
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from dlmine.distributed import Cluster, check_batch_size, check_job
+from dlmine.backend.distributed import Cluster, check_batch_size, check_job
+from dlmine.backend.launch import free_port, supervise
+from dlmine.backend.shares import share_rows
 from dlmine.errors import UsageError
-from dlmine.launch import free_port, supervise
-from dlmine.shares import share_rows
 from tests.conftest import write_config
 
 # 48 training samples (60 minus the validation fifth): 3 batches of 16, 8 per process. The

@@ -44,7 +44,7 @@ def exists_message(path: Path) -> str:
 def train_options() -> set[str]:
     from dlmine.cli import main
 
-    return {opt for param in main.commands["train"].params for opt in param.opts
+    return {opt for param in main.get_command(None, "train").params for opt in param.opts
             if opt.startswith("--")}
 
 

@@ -53,7 +53,7 @@ def write_shards(folder: Path, sizes=(30, 20, 25), test: int = 6) -> Path:
 
 
 def test_shard_batches_cover_every_row_once_per_epoch_keyed_to_seed_and_epoch(tmp_path):
-    from dlmine.batches import ShardBatches
+    from dlmine.data.batches import ShardBatches
     from dlmine.data.shards import read_shards
 
     arrays = read_shards(write_shards(tmp_path / "shards", sizes=(30, 20, 25)))
@@ -98,11 +98,11 @@ def test_a_folder_of_shards_trains_evaluates_and_predicts(cli, tmp_path):
     assert json.loads(again.stdout)["metrics"] == pytest.approx(report["metrics"], abs=1e-6)
     # the standardization statistics were summed shard by shard: equal to the whole data's
     from dlmine.config import load_config
-    from dlmine.data import load
+    from dlmine.data import source_for
     from dlmine.data.preprocessing import Preprocessor
 
-    loaded = load_config(run / "config.yaml", check_model=False).config
-    splits = load(loaded.dataset, loaded.seed)
+    loaded = load_config(run / "config.yaml").config
+    splits = source_for(loaded.dataset).load(loaded.seed)
     whole = np.concatenate(list(splits.x_train))
     prep = Preprocessor.load(run)
     np.testing.assert_allclose(prep.mean, whole.mean(axis=0), rtol=1e-5, atol=1e-6)

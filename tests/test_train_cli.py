@@ -173,14 +173,13 @@ def run_dlmine(*args, env_extra=None, timeout=300):
 
 
 def test_help_answers_without_importing_a_backend():
-    code = ("import sys, time; t = time.perf_counter(); from click.testing import CliRunner; "
+    """How fast that is, is a figure of benchmarks/startup.py."""
+    code = ("import sys; from click.testing import CliRunner; "
             "from dlmine.cli import main; r = CliRunner().invoke(main, ['--help']); "
-            "print(r.exit_code, 'tensorflow' in sys.modules, 'jax' in sys.modules, "
-            "round(time.perf_counter() - t, 2))")
+            "print(r.exit_code, 'keras' in sys.modules, 'tensorflow' in sys.modules, "
+            "'jax' in sys.modules, 'train' in r.output and 'tune' in r.output)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    exit_code, tf_loaded, jax_loaded, seconds = out.stdout.split()
-    assert (exit_code, tf_loaded, jax_loaded) == ("0", "False", "False")
-    assert float(seconds) < 0.5
+    assert out.stdout.split() == ["0", "False", "False", "False", "True"], out.stderr
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
@@ -259,7 +258,7 @@ def test_class_weights_from_the_training_labels():
     import numpy as np
 
     from dlmine.config import load_config
-    from dlmine.train import class_weights
+    from dlmine.train.session import class_weights
 
     cfg = load_config(CONFIGS / "digits_cnn.yaml", ["training.class_weight=balanced"]).config
     y = np.array([0, 0, 0, 1])

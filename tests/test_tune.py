@@ -16,12 +16,11 @@ import yaml
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from dlmine import tune as tuning
 from dlmine.cli import main
 from dlmine.config import load_config
 from dlmine.errors import Interrupted, UsageError
-from dlmine.plots import png_size
-from dlmine.tune_cli import tune
+from dlmine.results.plots import png_size
+from dlmine.tune import study as tuning
 from tests.conftest import ROOT, TINY_CONFIG, write_config, write_tiny_npz
 
 TUNE_SECTION = """\
@@ -33,20 +32,8 @@ tune:
     training.optimizer.learning_rate: {loguniform: [1.0e-3, 1.0e-1]}
 """
 TUNE_CONFIG = TINY_CONFIG + TUNE_SECTION
-# `python -m dlmine tune`, whether or not cli.py registers the command yet
-RUN_TUNE = ("import sys; from dlmine.cli import main; from dlmine.tune_cli import tune; "
-            "'tune' in main.commands or main.add_command(tune); main(sys.argv[1:], prog_name='dlmine')")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tune_registered():
-    """The `tune` command on the main group, as cli.py registers `COMMANDS`."""
-    added = "tune" not in main.commands
-    if added:
-        main.add_command(tune)
-    yield
-    if added:
-        main.commands.pop("tune")
+# `python -m dlmine tune`
+RUN_TUNE = "import sys; from dlmine.cli import main; main(sys.argv[1:], prog_name='dlmine')"
 
 
 def dlmine(*args):
@@ -157,7 +144,7 @@ def test_an_existing_study_directory_is_refused(tmp_path, tiny_npz):
 
 
 def test_values_become_set_overrides_and_lists_can_be_chosen():
-    from dlmine.tune_space import override, parse_distribution
+    from dlmine.tune.space import override, parse_distribution
 
     assert override("model.layers[0].Conv2D.filters", 32) == "model.layers[0].Conv2D.filters=32"
     assert override("training.optimizer.learning_rate", 0.00123) == \
@@ -340,7 +327,7 @@ def test_an_interrupted_trial_fails_and_says_how_to_continue_the_study(tmp_path,
     def interrupted(*args, **kwargs):
         raise Interrupted("interrupted after 1 complete epoch(s)")
 
-    monkeypatch.setattr("dlmine.train.train", interrupted)
+    monkeypatch.setattr("dlmine.tune.study.train", interrupted)
     cfg = write_config(tmp_path, TUNE_CONFIG)
     result = dlmine("tune", cfg, "--study-dir", tmp_path / "study")
     assert result.exit_code == 130

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from dlmine.config.checks import resolve, run_rules
-from dlmine.config.loading import Sources, apply_overrides, build, parse_yaml, source_name
+from dlmine.config.loading import Sources, apply_overrides, build, describe_value, parse_yaml, source_name
 from dlmine.config.schema import REQUIRED, Config
 from dlmine.errors import ConfigError, Problem, UsageError
 
-__all__ = ["Config", "LoadedConfig", "load_config", "to_yaml"]
+__all__ = ["Check", "Config", "LoadedConfig", "load_config", "to_yaml"]
+
+Check = Callable[[Config, Sources, list[Problem]], list[Problem]]
 
 
 @dataclass
@@ -25,7 +28,7 @@ class LoadedConfig:
     path: Path
 
 
-def load_config(path, overrides=(), *, seed: int | None = None, check_model: bool = True
+def load_config(path, overrides=(), *, seed: int | None = None, checks: Sequence[Check] = ()
                 ) -> LoadedConfig:
     """Read, override, validate and resolve a config file.
 
@@ -33,9 +36,10 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         path: the YAML file.
         overrides: `KEY=VALUE` strings from `--set`, VALUE parsed as YAML.
         seed: `--seed`, which wins over `seed:` in the file.
-        check_model: also check layer names and arguments, optimizer, loss and metrics:
-            first against the shipped catalogue of Keras' names (a config with problems
-            is answered without importing Keras and its backend), then against Keras.
+        checks: more checks of the resolved config, each `(config, sources, problems so
+            far) -> problems`, whose problems are reported with the config's own (the model
+            stage adds its layer, optimizer, loss and metric checks this way:
+            `dlmine.model.checks.load_checked_config`).
 
     Returns:
         The resolved config with its sources.
@@ -53,8 +57,6 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
         raise UsageError(f"cannot read config file {name}: {exc}") from None
     data, sources = parse_yaml(text, name)
     if not isinstance(data, dict):
-        from dlmine.config.loading import describe_value
-
         raise ConfigError([Problem(f"{name}:1", "", "expected a mapping with the sections "
                                    f"dataset, model, training; received {describe_value(data)}")])
     problems = apply_overrides(data, overrides, sources)
@@ -64,22 +66,8 @@ def load_config(path, overrides=(), *, seed: int | None = None, check_model: boo
     config = build(Config, data, (), sources, problems, REQUIRED)
     resolve(config, default_name=path.stem)
     problems.extend(run_rules(config, sources, problems))
-    if check_model:  # what training on this machine needs; a finished run evaluates anywhere
-        from dlmine.config.checks import check_distribution_backend
-
-        problems.extend(check_distribution_backend(config, sources))
-    if check_model and isinstance(config.model.layers, list) and config.model.layers:
-        from dlmine.config.catalogue import shipped
-        from dlmine.model import check_spec
-
-        catalogue = shipped()
-        if catalogue is not None:  # names first, without importing Keras
-            problems.extend(check_spec(config, sources, catalogue))
-        if not problems:  # then Keras constructs each layer to check the values
-            from dlmine.devices import import_keras
-
-            import_keras()
-            problems.extend(check_spec(config, sources))
+    for check in checks:
+        problems.extend(check(config, sources, problems))
     if problems:
         raise ConfigError(sorted(problems, key=_reading_order))
     for key in ("path", "test_path"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dlmine.config.loading import Sources, suggest
-from dlmine.config.schema import Config
+from dlmine.config.schema import COLUMN_KINDS, NAME_PATTERN, Config
 from dlmine.errors import Problem
 
 CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
@@ -31,6 +31,13 @@ FILE_KINDS = {"npz": "the .npz file (or a folder of .npz shards)", "csv": "the C
               "parquet": "the Parquet file",
               "text": "a CSV file with a text column, or a folder of class folders",
               "images": "a folder with one sub-folder of images per class"}
+
+
+def monitor_mode(monitor: str) -> str:
+    """`max` for metrics that grow when better (accuracy, AUC, precision...), else `min`."""
+    name = monitor.removeprefix("val_")
+    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou")
+    return "max" if any(part in name for part in growing) else "min"
 
 
 def check_dataset_path(cfg: Config, src: Sources) -> list[Problem]:
@@ -69,13 +76,11 @@ def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
         if ds.name not in ("csv", "parquet"):
             problems.append(src.problem(("dataset", "columns"), "`columns` is read for tables "
                                         "only (name: csv or parquet)"))
-        from dlmine.data.tabular import KINDS
-
         for column, kind in ds.columns.items():
-            if kind not in KINDS:
+            if kind not in COLUMN_KINDS:
                 problems.append(src.problem(("dataset", "columns", column), "expected one of: "
-                                            f"{', '.join(KINDS)}, received {kind!r}"
-                                            f"{suggest(str(kind), KINDS)}"))
+                                            f"{', '.join(COLUMN_KINDS)}, received {kind!r}"
+                                            f"{suggest(str(kind), COLUMN_KINDS)}"))
     return problems
 
 
@@ -161,25 +166,10 @@ def check_reshape(cfg: Config, src: Sources) -> list[Problem]:
 
 
 def check_name(cfg: Config, src: Sources) -> list[Problem]:
-    from dlmine.config.schema import NAME_PATTERN
-
     if NAME_PATTERN.match(cfg.name or ""):
         return []
     return [src.problem(("name",), f"the config file's name '{cfg.name}' cannot name a run "
                         "directory; set `name:` to letters, digits, '.', '_' and '-'")]
-
-
-def check_distribution_backend(cfg: Config, src: Sources) -> list[Problem]:
-    if cfg.training.distribution != "mirrored":
-        return []
-    from dlmine.devices import backend_name
-
-    backend = backend_name()
-    if backend == "tensorflow":
-        return []
-    return [src.problem(("training", "distribution"), "mirrored needs the TensorFlow backend "
-                        f"(tf.distribute.MirroredStrategy), but KERAS_BACKEND is {backend}; "
-                        "run with KERAS_BACKEND=tensorflow, or set distribution: none")]
 
 
 def check_distribution_data(cfg: Config, src: Sources) -> list[Problem]:

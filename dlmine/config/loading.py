@@ -18,21 +18,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from dlmine.config.keys import KeyPath, dotted, parse
 from dlmine.errors import ConfigError, Problem
 
 UNION_TYPES = (Union, types.UnionType)
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # after expanding aliases: a real config has a few hundred
 MAX_DEPTH = 64
-Path_ = tuple  # a key path: ("model", "layers", 0, "Conv2D", "filters")
-
-
-def dotted(path: Path_) -> str:
-    """`("model", "layers", 0, "Dense")` -> `model.layers[0].Dense`."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+Path_ = KeyPath
 
 
 class Sources:
@@ -214,32 +207,13 @@ def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> No
 
 # --- --set KEY=VALUE ---------------------------------------------------------------------------
 
-_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-
-
-def parse_key(key: str) -> Path_ | None:
-    """`model.layers[0].Conv2D.filters` -> a key path, or None if it is not one."""
-    parts: list = []
-    for segment in key.split("."):
-        pos, found = 0, False
-        while pos < len(segment):
-            match = _KEY_PART.match(segment, pos)
-            if not match or (match.group(1) and found):
-                return None
-            parts.append(match.group(1) if match.group(1) else int(match.group(2)))
-            pos, found = match.end(), True
-        if not found:
-            return None
-    return tuple(parts)
-
-
 def apply_overrides(data: dict, overrides, sources: Sources) -> list[Problem]:
     """Set each `KEY=VALUE` (VALUE parsed as YAML) into the raw config; return problems."""
     problems = []
     for item in overrides:
         origin = f"--set {item}"
         key, sep, raw = item.partition("=")
-        path = parse_key(key.strip()) if sep else None
+        path = parse(key.strip()) if sep else None
         if path is None:
             problems.append(Problem(origin, "", "expected KEY=VALUE with a dotted key such as "
                                     "training.epochs=5 or model.layers[0].Dense.units=64"))
@@ -278,7 +252,7 @@ def _override_value(raw: str, origin: str) -> Any:
 
 
 def _sub_path(key: str) -> Path_:
-    return parse_key(key) or () if key else ()
+    return parse(key) or () if key else ()
 
 
 def _set_path(data: Any, path: Path_, value: Any) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 TABLE_FORMATS = ("csv", "parquet")
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images")
+COLUMN_KINDS = ("numeric", "categorical", "embedding", "ignore")  # of table columns
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -211,9 +212,13 @@ class TrainingConfig:
         "slower).", False)
     jit_compile: Literal["auto"] | bool = doc(
         "XLA compilation of the training step, as Keras' `jit_compile`.", "auto")
-    mixed_precision: bool = doc(
-        "Compute in 16-bit floats, keep the weights in 32: `mixed_float16` on a GPU, "
-        "`mixed_bfloat16` on a CPU (Keras' mixed precision policy).", False)
+    mixed_precision: Literal["auto"] | bool = doc(
+        "Compute in 16-bit floats, keep the weights in 32 (Keras' mixed precision policy): "
+        "`true` is `mixed_float16` on a GPU, `mixed_bfloat16` on a CPU; `false` is float32; "
+        "`auto` is `mixed_bfloat16` on GPUs with bfloat16 tensor cores (compute capability 8 "
+        "and up) and on CPUs with AMX bfloat16 units, `mixed_float16` on GPUs of compute "
+        "capability 7, float32 elsewhere. `run.json` records the policy used (`precision`).",
+        "auto")
     tensorboard: bool = doc(
         "Write TensorBoard logs to `RUN_DIR/tensorboard/` (`keras.callbacks.TensorBoard`).", False)
     steps_per_execution: int = doc(

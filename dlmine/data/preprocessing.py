@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlmine.config.schema import PreprocessingConfig
+from dlmine.config.schema import PreprocessingConfig, TextConfig
+from dlmine.data.shards import ShardSet, statistics
+from dlmine.data.tabular import TableEncoder
 from dlmine.errors import DataError
 
 STATE_JSON = "preprocessing.json"
@@ -43,8 +45,6 @@ class Preprocessor:
         self.kind = kind
         self.encoder = None
         if kind == "table":
-            from dlmine.data.tabular import TableEncoder
-
             self.encoder = TableEncoder(columns or {})
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -73,9 +73,7 @@ class Preprocessor:
             return self
         if self.kind == "text":
             return self
-        from dlmine.data.shards import is_stream, statistics
-
-        if self.cfg.standardize and is_stream(x_train):  # one shard at a time
+        if self.cfg.standardize and isinstance(x_train, ShardSet):  # one shard at a time
             mean, std = statistics(x_train, self._scaled, self.cfg.standardize == "feature")
             self.mean = np.asarray(mean, dtype="float32")
             self.std = np.where(std > 1e-7, std, 1.0).astype("float32")
@@ -92,9 +90,7 @@ class Preprocessor:
             return self.encoder.transform(x)
         if self.kind == "text":
             return np.asarray(x, dtype=str).reshape(-1, 1)
-        from dlmine.data.shards import is_stream
-
-        if is_stream(x):  # transformed as each shard is read
+        if isinstance(x, ShardSet):  # transformed as each shard is read
             self._check_shape(x)
             return x.with_transform(self._transform_array, self.output_shape())
         return self._transform_array(x)
@@ -169,8 +165,6 @@ class Preprocessor:
 
 
 def _config(saved: dict) -> PreprocessingConfig:
-    from dlmine.config.schema import TextConfig
-
     saved = dict(saved)
     saved["text"] = TextConfig(**saved.get("text", {}))
     return PreprocessingConfig(**saved)

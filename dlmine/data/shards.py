@@ -5,18 +5,21 @@ each with the layout of one `.npz` file (`x_train`, `y_train`, optionally `x_tes
 `y_test`). The labels of every shard are loaded (one number per sample); the inputs
 stay on disk as a `ShardSet`: which rows of which shard, in order. Splits, `limit`
 and the test hold-out select rows without reading inputs; training batches
-(`dlmine.batches.ShardBatches`), evaluation and the preprocessing statistics read one
+(`dlmine.data.batches.ShardBatches`), evaluation and the preprocessing statistics read one
 shard at a time, so peak memory follows the largest shard, not the dataset.
 """
 
 from __future__ import annotations
 
-import zipfile
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from dlmine.data.arrays import ArraySource
+from dlmine.data.base import DataInfo
+from dlmine.data.npzfile import PICKLED, npz_headers
 from dlmine.errors import DataError
 
 
@@ -96,10 +99,6 @@ class ShardSet:
         return np.concatenate(parts) if parts else np.zeros((0, *self.sample_shape), self.dtype)
 
 
-def is_stream(x) -> bool:
-    return isinstance(x, ShardSet)
-
-
 def shard_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file())
     if not files:
@@ -110,8 +109,6 @@ def shard_files(folder: Path) -> list[Path]:
 def read_shards(folder: Path) -> dict:
     """The arrays of a folder of shards, as `_read_npz` gives them for one file: labels in
     memory, inputs as `ShardSet`s."""
-    from dlmine.data.datasets import _PICKLED
-
     files = shard_files(folder)
     out: dict = {"shards": files}
     headers, labels = [], {"y_train": [], "y_test": []}
@@ -124,7 +121,7 @@ def read_shards(folder: Path) -> dict:
             raise DataError(f"{path}: missing array(s) {', '.join(missing)}; every shard holds "
                             "x_train, y_train and optionally x_test, y_test")
         if any(header[key][1].hasobject for key in header):
-            raise DataError(_PICKLED.format(path=path))
+            raise DataError(PICKLED.format(path=path))
         with np.load(path, allow_pickle=False) as npz:
             for key in labels:
                 if key in header:
@@ -176,25 +173,6 @@ def describe_shards(folder: Path) -> tuple:
     return header["x_train"][0][1:], header["x_train"][1]
 
 
-def npz_headers(path: Path) -> dict:
-    """`{array name: (shape, dtype)}` of an .npz, from the headers alone."""
-    try:
-        out = {}
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                if not name.endswith(".npy"):
-                    continue
-                with archive.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = reader(member)
-                out[name[:-4]] = (tuple(shape), dtype)
-        return out
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-
-
 def fingerprint(files: list[Path], digest) -> None:
     """Feed every shard's bytes to `digest`, a megabyte at a time."""
     for path in files:
@@ -218,3 +196,70 @@ def statistics(x: ShardSet, scaled: Callable, per_feature: bool) -> tuple[np.nda
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     return mean, std
+
+
+class ShardsSource(ArraySource):
+    """`dataset: {name: npz, path: FOLDER}`: every `*.npz` of FOLDER is a shard, read one at a
+    time; the labels are in memory, the inputs a `ShardSet`."""
+
+    in_memory = False
+
+    def header_info(self) -> DataInfo:
+        return _describe_shards(Path(self.cfg.path), self.cfg.task)
+
+    def read(self) -> dict:
+        return read_shards(Path(self.cfg.path))
+
+    def head(self, x: ShardSet, n: int) -> ShardSet:
+        return x.take(np.arange(min(n, len(x))))
+
+    def split(self, x: ShardSet, y, fraction: float, seed: int):
+        """Split by row positions; each side keeps its rows in shard order."""
+        kept, held, _, _ = super().split(np.arange(len(x)), y, fraction, seed)
+        return x.take(kept), x.take(held), y[np.sort(kept)], y[np.sort(held)]
+
+    def fingerprint(self, *arrays) -> str:
+        """The shards' bytes (each file once), and which rows each array takes."""
+        digest, hashed = hashlib.sha256(), set()
+        for array in arrays:
+            if not isinstance(array, ShardSet):
+                self.hash_into(digest, array)
+                continue
+            fingerprint([f for f in array.files if f not in hashed], digest)
+            hashed.update(array.files)
+            for rows in array.rows:
+                digest.update(np.ascontiguousarray(rows, dtype="int64").tobytes())
+        return "sha256:" + digest.hexdigest()
+
+    def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
+                         first_epoch: int, sample_weight=None):
+        from dlmine.data.batches import ShardBatches
+
+        return ShardBatches(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)
+
+    def as_input(self, x, y=None, batch_size: int = 32):
+        """A split's `ShardSet` as `ShardBatches`, read in order; `predict` input as arrays."""
+        if not isinstance(x, ShardSet):
+            return super().as_input(x, y, batch_size)
+        from dlmine.data.batches import ShardBatches
+
+        return ShardBatches(x, y, batch_size)
+
+    def predict_batch_size(self, x, batch_size: int) -> int | None:
+        return None if isinstance(x, ShardSet) else batch_size  # ShardBatches are batched
+
+
+def _describe_shards(folder: Path, task: str) -> DataInfo:
+    """A folder of shards: the sample shape from the first shard's header, the classes from
+    every shard's labels (their inputs are not read)."""
+    shape, _ = describe_shards(folder)
+    if task != "classification":
+        return DataInfo(tuple(shape), None, [])
+    arrays = read_shards(folder)
+    labels = [arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays]
+    labels = [y for y in labels if len(y) and np.issubdtype(y.dtype, np.number)]
+    classes = max(int(np.max(y)) + 1 for y in labels) if labels else None  # else load() says
+    names = arrays.get("class_names") or [str(i) for i in range(classes or 0)]
+    return DataInfo(tuple(shape), classes, names)
+
+

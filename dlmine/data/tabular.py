@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from dlmine.config.loading import valid_list
+from dlmine.config.schema import COLUMN_KINDS
 from dlmine.errors import DataError
 
-KINDS = ("numeric", "categorical", "embedding", "ignore")
+KINDS = COLUMN_KINDS
 
 
 def read_table(path: Path, fmt: str):
@@ -126,7 +127,7 @@ class TableEncoder:
                 std = float(numbers.std(ddof=0)) if numbers.notna().sum() > 1 else 1.0
                 state[column] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
             else:
-                vocab = sorted({_category(v) for v in values}, key=str)
+                vocab = sorted({category(v) for v in values}, key=str)
                 state[column] = {"vocabulary": vocab}
         self.state = state
         return self
@@ -159,7 +160,7 @@ class TableEncoder:
             else:
                 index = {v: i for i, v in enumerate(info["vocabulary"])}
                 unknown = len(index)  # the slot of values never seen in training
-                code = np.array([index.get(_category(v), unknown) for v in frame[column]],
+                code = np.array([index.get(category(v), unknown) for v in frame[column]],
                                 dtype="int64")
                 if kind == "embedding":
                     codes.append(code[:, None].astype("float64"))
@@ -168,7 +169,7 @@ class TableEncoder:
         return np.concatenate(parts + codes, axis=1).astype("float32")
 
 
-def _category(value) -> str:
+def category(value) -> str:
     """Categories compare as text: 1, 1.0 and '1' are one category; a missing value is ''."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""

@@ -1,0 +1,140 @@
+"""Commands on finished runs: `evaluate`, `predict`, `report`, `runs`, `compare`, `export`.
+
+Each command parses its options and hands over to one library function; results go to
+stdout (a path, a table, CSV or JSON), everything for people to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from dlmine.backend.runtime import import_keras
+from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
+from dlmine.console import Reporter, print_table
+from dlmine.results.evaluate import evaluate_run
+from dlmine.results.export import export_run
+from dlmine.results.predict import output_format, predict_file, render
+from dlmine.results.report import build_report
+from dlmine.results.runs import RUNS_HEADER, compare_runs, difference, list_runs, table_rows, value_text
+from dlmine.rundir import atomic_write
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@CHECKPOINT
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test",
+              show_default=True, help="Which split to evaluate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print eval.json instead of a table.")
+@click.option("--quiet", is_flag=True, help="Print nothing; eval.json is still written.")
+def evaluate(run_dir, checkpoint, split, as_json, quiet) -> None:
+    """Evaluate a finished run from RUN_DIR alone; writes RUN_DIR/eval.json."""
+    import_keras(debug())
+    reporter = Reporter(quiet=quiet)
+    report = evaluate_run(run_dir, checkpoint, split, reporter)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not quiet:
+        reporter.metrics_table(f"{split} metrics ({Path(run_dir).name}, {checkpoint} checkpoint)",
+                               report["metrics"], stream="stdout")
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here: FILE.csv or FILE.jsonl (JSON Lines). Default: CSV on stdout.")
+@CHECKPOINT
+def predict(run_dir, input_path, output, checkpoint) -> None:
+    """Predict INPUT with a run's preprocessing and model.
+
+    INPUT is read as the run was trained: an .npz (x, x_test or x_train) or .npy for arrays, a
+    CSV or Parquet file for tables, a .txt file, a folder of .txt files or a CSV for text, an
+    image file or a folder of images for images.
+
+    Writes the predicted class, its index and one probability per class (the value for
+    regression), one row per sample.
+    """
+
+    fmt = output_format(output)
+    import_keras(debug())
+    rows = predict_file(run_dir, input_path, checkpoint)
+    text = render(rows, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    atomic_write(output, text)
+    click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+def report(run_dir) -> None:
+    """Write RUN_DIR/report/: PNG plots and report.html, one self-contained page; print its path."""
+
+    page = build_report(run_dir, Reporter())
+    click.echo(str(page))
+
+
+@click.command()
+@click.argument("root", required=False, default=Path("runs"), envvar="DLMINE_RUNS_ROOT",
+                type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--status", type=click.Choice(["running", "completed", "failed", "interrupted", "damaged"]),
+              help="Show only runs with this status.")
+@click.option("--sort", type=click.Choice(["started", "name", "duration", "accuracy", "loss"]),
+              default="started", show_default=True,
+              help="Order: started and name ascending, duration shortest first, accuracy highest "
+                   "first, loss lowest first.")
+def runs(root, as_json, status, sort) -> None:
+    """List every run under ROOT (default: $DLMINE_RUNS_ROOT or runs): status, metrics, duration."""
+
+    rows = list_runs(root, status, sort)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        which = f" with status {status}" if status else ""
+        click.echo(f"no runs{which} under {root}", err=True)
+    else:
+        print_table(RUNS_HEADER, table_rows(rows), right={5, 6, 7})
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=RUN_DIR, metavar="RUN_A RUN_B [RUN ...]")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def compare(run_dirs, as_json) -> None:
+    """Compare RUN_A RUN_B [...]: the config keys that differ and the metrics side by side."""
+
+    result = compare_runs(list(run_dirs))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    names = [Path(p).name for p in result["runs"]]
+    delta = ["B - A"] if len(names) == 2 else []
+    for title, table in (("config differences", result["config"]), ("metrics", result["metrics"])):
+        rows = [[key, *map(value_text, values), *([difference(values)] if delta else [])]
+                for key, values in table.items()]
+        if rows:
+            print_table(["key", *names, *delta], rows, title=title)
+        else:
+            click.echo(f"{title}: none")
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["keras", "savedmodel", "onnx", "tflite"]), help="What to write.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Where to write. Default: RUN_DIR/export/model.keras, savedmodel/, model.onnx "
+                   "or model.tflite.")
+@CHECKPOINT
+def export(run_dir, fmt, output, checkpoint) -> None:
+    """Export a run's model, load it back and check it predicts the same; print its path."""
+
+    import_keras(debug())
+    done = export_run(run_dir, fmt, output, checkpoint, Reporter(), quiet_backend=not debug())
+    click.echo(f"checked: predictions of the {fmt} export on {done.samples} {done.inputs} match the "
+               f"{checkpoint} checkpoint (max abs difference {done.max_abs_diff:.3g})", err=True)
+    click.echo(str(done.path))

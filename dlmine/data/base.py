@@ -1,0 +1,261 @@
+"""What every kind of data offers the rest of dlmine: one `Source` per kind, and its splits.
+
+A source owns everything that depends on the kind of data: `describe` (shape and classes
+without loading), `read` (the raw arrays), `load` (seeded splits and the fingerprint),
+the model's input layers, training batches and inputs for `evaluate` / `predict`, and
+reading `predict` input. Nothing outside `dlmine.data` asks what kind of data it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.config.loading import Sources
+from dlmine.config.schema import Config, DatasetConfig
+from dlmine.errors import DataError
+
+
+@dataclass
+class DataInfo:
+    """What the model needs to know before any data loads.
+
+    `kind` is `arrays` (numbers of a fixed shape), `table` (raw columns, encoded by the
+    preprocessing) or `text` (one string per sample); `columns` holds a table's feature
+    columns and their kinds, `table_layout` its encoder's `layout()` (fitted on the
+    training split).
+    """
+
+    sample_shape: tuple
+    num_classes: int | None
+    class_names: list = field(default_factory=list)
+    kind: str = "arrays"
+    columns: dict = field(default_factory=dict)
+    table_layout: dict | None = None
+
+
+@dataclass
+class Splits:
+    """The arrays of one run, before preprocessing; `x_val` is None without validation."""
+
+    x_train: object
+    y_train: np.ndarray
+    x_val: object | None
+    y_val: np.ndarray | None
+    x_test: object
+    y_test: np.ndarray
+    info: DataInfo
+    fingerprint: str
+
+    def split(self, name: str) -> tuple:
+        if name == "validation" and self.x_val is None:
+            raise DataError("this run has no validation split (dataset.validation_split is null)")
+        return {"train": (self.x_train, self.y_train), "validation": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}[name]
+
+    def samples(self) -> dict:
+        return {"train": len(self.x_train),
+                "validation": 0 if self.x_val is None else len(self.x_val),
+                "test": len(self.x_test)}
+
+
+class Source:
+    """One kind of data: the arrays built into Keras and scikit-learn, an `.npz` file, ...
+
+    Subclasses set the class attributes and override what differs; `load` is the same
+    for every kind: test split (when the data have none), `limit`, validation split.
+
+    Attributes:
+        kind: the `DataInfo.kind` of these data.
+        shape_from_data: the input shape is known only from the data (a table's encoded
+            width, a vocabulary), so `describe` cannot answer and `check` loads the data.
+        in_memory: the inputs are held in memory (k-fold cuts them).
+        strings: the inputs are strings, which only `tf.data` carries.
+    """
+
+    kind = "arrays"
+    shape_from_data = False
+    in_memory = True
+    strings = False
+
+    def __init__(self, cfg: DatasetConfig):
+        self.cfg = cfg
+
+    # --- before any data loads -----------------------------------------------------------------
+
+    def describe(self) -> DataInfo:
+        """The sample shape and classes, reading no more than file headers."""
+        info = self.header_info()
+        if self.cfg.task == "regression":
+            info.num_classes, info.class_names = None, []
+        if self.cfg.class_names:
+            info.class_names = list(self.cfg.class_names)
+        return info
+
+    def header_info(self) -> DataInfo:
+        """What `describe` tells, before the config's task and class names are applied."""
+        raise NotImplementedError
+
+    def check_config(self, cfg: Config, src: Sources) -> list:
+        """Problems of the config that these data cannot train (beyond the schema's)."""
+        return []
+
+    # --- loading --------------------------------------------------------------------------------
+
+    def read(self) -> dict:
+        """The raw arrays: `x_train`, `y_train`, optionally `x_test`, `y_test`, `class_names`."""
+        raise NotImplementedError
+
+    def load(self, seed: int) -> Splits:
+        """Read the data and split them: test (when the source has none), limit, validation.
+
+        Raises:
+            DataError: the file is missing, unreadable, or its arrays do not fit together.
+        """
+        cfg = self.cfg
+        arrays = self.read()
+        x_train, y_train = arrays["x_train"], self.labels(arrays["y_train"], "y_train")
+        if "x_test" in arrays:
+            x_test, y_test = arrays["x_test"], self.labels(arrays["y_test"], "y_test")
+        else:
+            x_train, x_test, y_train, y_test = self.split(x_train, y_train, cfg.test_split, seed)
+        if cfg.limit is not None:
+            x_train, y_train = self.head(x_train, cfg.limit), y_train[: cfg.limit]
+        fingerprint = self.fingerprint(x_train, y_train, x_test, y_test)
+        x_val = y_val = None
+        if cfg.validation_split is not None:
+            x_train, x_val, y_train, y_val = self.split(x_train, y_train, cfg.validation_split,
+                                                        seed)
+        info = self.loaded_info(arrays, x_train)
+        if cfg.task == "regression":
+            info.num_classes, info.class_names = None, []
+        elif info.num_classes is None:
+            info.num_classes = len(info.class_names)
+        if cfg.class_names:
+            info.class_names = list(cfg.class_names)
+        if cfg.task == "classification":
+            seen = int(max(y_train.max(), y_test.max())) + 1
+            info.num_classes = max(info.num_classes or 0, seen)
+            if len(info.class_names) < info.num_classes:
+                info.class_names = [str(i) for i in range(info.num_classes)]
+        return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, fingerprint)
+
+    def loaded_info(self, arrays: dict, x_train) -> DataInfo:
+        """The DataInfo of loaded data; most kinds know it before loading."""
+        return self.describe()
+
+    def fit_info(self, info: DataInfo, x_train) -> DataInfo:
+        """The DataInfo of a training split cut from these data (a k-fold part)."""
+        return info
+
+    def labels(self, y: np.ndarray, key: str) -> np.ndarray:
+        """Integer class labels 0..N-1 (or float targets for regression), checked."""
+        if self.cfg.task == "regression":
+            return y.astype("float32")
+        y = y.reshape(len(y), -1)
+        if y.shape[1] != 1:
+            raise DataError(f"{key} has shape {y.shape}: expected one integer class label per "
+                            "sample (one-hot labels are made by preprocessing.labels: onehot)")
+        y = y[:, 0]
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
+                raise DataError(f"{key} holds {y.dtype} values that are not whole numbers: "
+                                "expected integer class labels 0..N-1 (or dataset.task: "
+                                "regression)")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{key} holds the label {y.min()}: expected class labels 0..N-1")
+        return y.astype("int64")
+
+    def head(self, x, n: int):
+        return x[:n]
+
+    def take(self, x, rows: np.ndarray):
+        """The samples at `rows` (a k-fold part)."""
+        return x[rows]
+
+    def concat(self, a, b):
+        return a if b is None else np.concatenate([a, b])
+
+    def split(self, x, y, fraction: float, seed: int):
+        """(x_kept, x_held, y_kept, y_held), stratified for classification."""
+        from sklearn.model_selection import train_test_split
+
+        counts = np.bincount(y) if self.cfg.task == "classification" else None
+        stratify = y if counts is not None and counts[counts > 0].min() >= 2 else None
+        held = max(1, int(round(len(x) * fraction)))
+        classes = np.count_nonzero(counts) if counts is not None else 0
+        if stratify is not None and min(held, len(x) - held) < classes:
+            stratify = None  # a side with fewer samples than classes cannot be stratified
+        if len(x) - held < 1:
+            raise DataError(f"dataset '{self.cfg.name}' has {len(x)} samples, too few to hold "
+                            f"out {fraction} of them")
+        return train_test_split(x, y, test_size=held, random_state=seed, stratify=stratify)
+
+    def fingerprint(self, *arrays) -> str:
+        """sha256 of what was read: every array's dtype, shape and bytes."""
+        digest = hashlib.sha256()
+        for array in arrays:
+            self.hash_into(digest, array)
+        return "sha256:" + digest.hexdigest()
+
+    def hash_into(self, digest, array) -> None:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+
+    # --- the model and its inputs ----------------------------------------------------------------
+
+    def input_layers(self, cfg: Config, src: Sources, input_shape: tuple, info: DataInfo):
+        """`(inputs, x)`: the model's Keras input and what the config's layers start from."""
+        import keras
+
+        inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+        return inputs, inputs
+
+    def adapt(self, model, x_train) -> None:
+        """Fit what lives inside the model on the training inputs (a text vocabulary)."""
+
+    def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
+                         first_epoch: int, sample_weight=None):
+        """The training batches, in an order keyed to (seed, epoch) (`dlmine.data.batches`)."""
+        from dlmine.data.batches import EpochShuffled
+
+        return EpochShuffled(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)
+
+    def feed(self, batches):
+        """What `fit` takes of `training_batches`."""
+        return batches
+
+    def as_input(self, x, y=None, batch_size: int = 32):
+        """`x` (and `y`) as `evaluate` and `predict` take them."""
+        return x if y is None else (x, y)
+
+    def predict_batch_size(self, x, batch_size: int) -> int | None:
+        """The `batch_size` that `evaluate` and `predict` take with `as_input(x)`."""
+        return batch_size
+
+    # --- predict ---------------------------------------------------------------------------------
+
+    def read_input(self, path: Path):
+        """The raw inputs in a `predict` INPUT, before preprocessing."""
+        raise NotImplementedError
+
+    def check_input(self, x, sample_shape: tuple, source: str):
+        """`predict` input as a batch of samples, or a `DataError` (expected vs received)."""
+        return x
+
+
+def class_folders(path: Path, known: list | None, kind: str) -> list[str]:
+    """The class names of a folder of class sub-folders (text and image folders)."""
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(names) < 2 and known is None:
+        raise DataError(f"{path}: expected one sub-folder of {kind} per class (at least 2), "
+                        f"found {len(names)}")
+    if known is not None and set(names) - set(known):
+        extra = sorted(set(names) - set(known))[0]
+        raise DataError(f"{path}: class folder '{extra}' is not a class of the training data "
+                        f"({', '.join(known)})")
+    return known or names

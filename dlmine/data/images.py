@@ -1,0 +1,88 @@
+"""Image folders (`images`): one sub-folder of images per class, resized to `image_size`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.config.schema import DatasetConfig
+from dlmine.data.arrays import ArraySource
+from dlmine.data.base import DataInfo, class_folders
+from dlmine.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+class ImageSource(ArraySource):
+    """Images as float arrays 0..255 of `(height, width, channels)`."""
+
+    def header_info(self) -> DataInfo:
+        shape, names = image_info(self.cfg)
+        return DataInfo(shape, len(names), names)
+
+    def read(self) -> dict:
+        return load_images(self.cfg)
+
+    def read_input(self, path: Path) -> np.ndarray:
+        """One image file, or a folder of images, resized as in training."""
+        paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if path.is_dir() else [path]
+        if not paths:
+            raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return read_images(paths, self.cfg.image_size, self.cfg.color_mode)
+
+
+def load_images(cfg: DatasetConfig) -> dict:
+    """Images from class folders, resized to `image_size`, as uint8-range float arrays."""
+    out: dict = {}
+    names = None
+    for split, raw in (("train", cfg.path), ("test", cfg.test_path)):
+        if raw is None:
+            continue
+        x, y, names = _image_folder(Path(raw), cfg, names)
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
+    out["class_names"] = names
+    return out
+
+
+def _image_folder(path: Path, cfg: DatasetConfig, known: list | None):
+    if not path.is_dir():
+        raise DataError(f"image folder not found: {path}")
+    names = class_folders(path, known, "images")
+    files, labels = [], []
+    for label, name in enumerate(names):
+        found = [f for f in sorted((path / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class "
+                        "folders")
+    return read_images(files, cfg.image_size, cfg.color_mode), np.array(labels, dtype="int64"), names
+
+
+def read_images(paths: list[Path], size: list[int], color_mode: str) -> np.ndarray:
+    """Images resized to `size` ([height, width]) in `color_mode`, as float32 arrays 0..255."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    mode = "RGB" if color_mode == "rgb" else "L"
+    images = []
+    for file in paths:
+        try:
+            with Image.open(file) as image:
+                array = np.asarray(image.convert(mode).resize((width, height)), dtype="float32")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"{file}: not a readable image ({exc})") from None
+        images.append(array.reshape(height, width, -1))
+    return np.stack(images)
+
+
+def image_info(cfg: DatasetConfig) -> tuple[tuple, list[str]]:
+    """The sample shape and classes of an image folder, without reading any image."""
+    path = Path(cfg.path)
+    if not path.is_dir():
+        raise DataError(f"image folder not found: {path}")
+    names = class_folders(path, None, "images")
+    channels = 3 if cfg.color_mode == "rgb" else 1
+    return (*cfg.image_size, channels), names

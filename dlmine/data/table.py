@@ -1,0 +1,135 @@
+"""Tables (`csv`, `parquet`): one row per sample, a target column, the features encoded.
+
+The encoder (`dlmine.data.tabular.TableEncoder`) is fitted on the training split; its
+width and layout are known only then, so a table's input shape comes from the data.
+Embedded columns get dlmine's `ColumnEmbedding` layer first in the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.config.loading import Sources
+from dlmine.config.schema import Config, DatasetConfig
+from dlmine.data import tabular
+from dlmine.data.base import DataInfo, Source
+from dlmine.errors import DataError, UsageError
+
+
+class TableSource(Source):
+    """A CSV or Parquet file (and an optional test file) of raw columns."""
+
+    kind = "table"
+    shape_from_data = True
+
+    def read(self) -> dict:
+        return load_table(self.cfg)
+
+    def loaded_info(self, arrays: dict, x_train) -> DataInfo:
+        info = DataInfo((0,), None, list(arrays.get("class_names") or []), "table",
+                        arrays["columns"])
+        return self.fit_info(info, x_train)
+
+    def fit_info(self, info: DataInfo, x_train) -> DataInfo:
+        """The encoded width and layout of an encoder fitted on `x_train`."""
+        encoder = tabular.TableEncoder(info.columns).fit(x_train)
+        info.sample_shape, info.table_layout = (encoder.width(),), encoder.layout()
+        return info
+
+    def take(self, x, rows: np.ndarray):
+        return x.iloc[rows].reset_index(drop=True)
+
+    def concat(self, a, b):
+        import pandas as pd
+
+        return a if b is None else pd.concat([a, b], ignore_index=True)
+
+    def hash_into(self, digest, array) -> None:
+        if not hasattr(array, "columns"):
+            return super().hash_into(digest, array)
+        import pandas as pd
+
+        digest.update(",".join(array.columns).encode())  # the names and every value
+        super().hash_into(digest, pd.util.hash_pandas_object(array, index=False).to_numpy())
+
+    def input_layers(self, cfg: Config, src: Sources, input_shape: tuple, info: DataInfo):
+        inputs, x = super().input_layers(cfg, src, input_shape, info)
+        if info.table_layout and info.table_layout.get("embedded"):
+            x = column_embedding(cfg, info.table_layout)(x)
+        return inputs, x
+
+    def read_input(self, path: Path):
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise UsageError(f"{path}: this run was trained on a table; expected a .csv or "
+                             f".parquet file of its columns, received '{suffix or path.name}'")
+        return tabular.read_table(path, "parquet" if suffix == ".parquet" else "csv")
+
+
+def load_table(cfg: DatasetConfig) -> dict:
+    """A table and its optional test table -> frames of the feature columns and the targets."""
+    train = tabular.read_table(Path(cfg.path), cfg.name)
+    kinds = tabular.feature_columns(train, Path(cfg.path), cfg.target, cfg.columns,
+                                    cfg.categorical_encoding)
+    frames = {"train": (Path(cfg.path), train)}
+    if cfg.test_path:
+        test = tabular.read_table(Path(cfg.test_path), cfg.name)
+        tabular.feature_columns(test, Path(cfg.test_path), cfg.target, kinds)
+        frames["test"] = (Path(cfg.test_path), test)
+    out: dict = {"columns": kinds}
+    targets = []
+    for split, (path, frame) in frames.items():
+        frame = tabular.check_values(frame, path, {**kinds, cfg.target: "target"}, cfg.missing)
+        if frame[cfg.target].isna().any():
+            row = int(np.argmax(frame[cfg.target].isna().to_numpy()))
+            raise DataError(f"{path}: column '{cfg.target}', row {row + 2}: the target is missing")
+        out[f"x_{split}"] = frame[list(kinds)].reset_index(drop=True)
+        targets.append((split, path, frame[cfg.target]))
+    out.update(_targets(targets, cfg))
+    return out
+
+
+def _targets(targets: list, cfg: DatasetConfig) -> dict:
+    import pandas as pd
+
+    out: dict = {}
+    if cfg.task == "regression":
+        for split, path, series in targets:
+            numbers = pd.to_numeric(series, errors="coerce")
+            if numbers.isna().any():
+                row = int(np.argmax(numbers.isna().to_numpy()))
+                raise DataError(f"{path}: column '{cfg.target}', row {row + 2}: "
+                                f"{series.iloc[row]!r} is not a number (dataset.task is regression)")
+            out[f"y_{split}"] = numbers.to_numpy("float32")
+        return out
+    names = sorted({tabular.category(v) for _, _, s in targets for v in s},
+                   key=lambda v: (not _is_number(v), float(v) if _is_number(v) else 0.0, v))
+    index = {name: i for i, name in enumerate(names)}
+    for split, _, series in targets:
+        out[f"y_{split}"] = np.array([index[tabular.category(v)] for v in series], dtype="int64")
+    out["class_names"] = names
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def column_embedding(cfg: Config, layout: dict):
+    """The layer that embeds a table's `embedding` columns (sizes from `dataset.embedding_dim`)."""
+    from dlmine.model.layers import ColumnEmbedding, default_embedding_dim  # imports Keras
+
+    embedded = layout["embedded"]
+    dims = [cfg.dataset.embedding_dim or default_embedding_dim(e["codes"]) for e in embedded]
+    # float32 even under mixed precision: bfloat16 holds integers exactly only up to 256
+    return ColumnEmbedding(layout["dense"], [e["codes"] for e in embedded], dims,
+                           [e["column"] for e in embedded], name="column_embedding",
+                           dtype="float32")
+
+

@@ -1,0 +1,1 @@
+"""The model: Keras layers by name, checks against Keras' catalogue, building, loading."""

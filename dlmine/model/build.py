@@ -1,0 +1,98 @@
+"""Config + input shape -> a Keras model, built layer by layer, then compiled.
+
+`build_model` builds the layers one by one on the input shape the data will give, so
+that the first layer whose shape does not fit is named before any data loads, and
+checks that the output fits the classes and the loss.
+"""
+
+from __future__ import annotations
+
+from dlmine.backend.devices import distribution_scope, model_scope, precision_policy
+from dlmine.config.checks import loss_name
+from dlmine.config.loading import Sources
+from dlmine.config.schema import Config
+from dlmine.errors import ConfigError, Problem
+from dlmine.model.catalogue import live
+from dlmine.model.checks import first_line, make_layer, parse_layer, stacked_layers
+from dlmine.model.registry import optimizer_registry
+
+
+def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None,
+                source, info):
+    """Build the model on `input_shape`, checking each layer's shape in turn.
+
+    The data source gives the input and the layers it needs first
+    (`Source.input_layers`: a text vocabulary, a table's column embeddings).
+
+    Raises:
+        ConfigError: naming the first layer whose input shape does not fit, or an output
+            that does not fit the classes or the loss.
+    """
+    import keras
+
+    catalogue = live()
+    problems: list[Problem] = []
+    keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
+    keras.utils.set_random_seed(cfg.seed)
+    policy = precision_policy(cfg.training.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)  # after clear_session, which resets it
+    # Inside the strategy's scope, the variables are mirrored on every replica; after
+    # clear_session, which would drop the scope.
+    with distribution_scope(cfg.training.distribution):
+        inputs, x = source.input_layers(cfg, src, input_shape, info)
+        for path, item in stacked_layers(cfg):
+            layer = make_layer(item, path, catalogue, src, problems)
+            if layer is None:
+                raise ConfigError(problems)
+            try:
+                x = layer(x)
+            except Exception as exc:
+                name = parse_layer(item, path, src, [])[0]
+                raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
+                                               f"shape {_shape(x.shape)}: {first_line(exc)}")]) from None
+        check_output(cfg, src, x.shape, num_classes)
+        if policy != "float32":  # outputs and loss in float32, as Keras' guide advises
+            x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
+        model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
+    return model
+
+
+def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | None) -> None:
+    """The last layer must give one value per class (or one value for a sigmoid / regression)."""
+    last = len(cfg.model.layers) - 1
+    name = parse_layer(cfg.model.layers[last], ("model", "layers", last), src, [])[0]
+    path = ("model", "layers", last, name)
+    units = shape[-1]
+    loss = loss_name(cfg.training.loss)
+    if len(shape) != 2:
+        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, but "
+                                       "the loss needs one vector per sample, (None, units): add "
+                                       "Flatten (or a global pooling layer) before the last layer")])
+    if cfg.dataset.task == "classification" and num_classes:
+        binary = loss in {"binary_crossentropy", "binary_focal_crossentropy"}
+        if binary and num_classes != 2:
+            raise ConfigError([src.problem(path, f"the loss {cfg.training.loss} (one sigmoid "
+                                           f"output) fits 2 classes, but the data has "
+                                           f"{num_classes} classes: use units: {num_classes} with "
+                                           "activation: softmax and a categorical loss")])
+        expected = 1 if binary else num_classes
+        if units != expected:
+            wants = "one output per class" if expected == num_classes else "one sigmoid output"
+            raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
+                                           f"but the data has {num_classes} classes and the loss "
+                                           f"{cfg.training.loss} needs {wants}: expected "
+                                           f"(None, {expected}); set units: {expected}")])
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def compile_model(model, cfg: Config) -> None:
+    """Compile with the configured optimizer, loss and metrics."""
+    opt = dict(cfg.training.optimizer)
+    with model_scope(model):  # the optimizer's variables beside the model's, on every replica
+        optimizer = optimizer_registry()[opt.pop("name").lower()](**opt)
+        model.compile(optimizer=optimizer, loss=cfg.training.loss,
+                      metrics=list(cfg.training.metrics), jit_compile=cfg.training.jit_compile,
+                      steps_per_execution=cfg.training.steps_per_execution)

@@ -1,0 +1,75 @@
+"""dlmine's own Keras layer, registered so that saved models load with `safe_mode=True`.
+
+`ColumnEmbedding` stands first in a table model whose categorical columns are
+embedded: the table encoder gives one float vector per row, the one-hot and numeric
+part first, then one integer code per embedded column; the layer passes the first
+part through and turns each code into that column's learned embedding.
+Import this module before loading a model (`dlmine.results.evaluate.load_model_file` does).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="dlmine")
+class ColumnEmbedding(keras.layers.Layer):
+    """[dense features | one code per embedded column] -> [dense features | embeddings].
+
+    Args:
+        dense_width: how many leading values pass through unchanged.
+        input_dims: per embedded column, its number of codes (the unseen-value slot too).
+        output_dims: per embedded column, the size of its embedding.
+        columns: the embedded columns' names, for the weights' names and the summary.
+    """
+
+    def __init__(self, dense_width: int, input_dims: list[int], output_dims: list[int],
+                 columns: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if len(input_dims) != len(output_dims) or not input_dims or (
+                columns is not None and len(columns) != len(input_dims)):
+            raise ValueError("input_dims, output_dims and columns must be non-empty lists of "
+                             "equal length")
+        self.dense_width = int(dense_width)
+        self.input_dims = [int(d) for d in input_dims]
+        self.output_dims = [int(d) for d in output_dims]
+        self.columns = list(columns or [f"column_{i}" for i in range(len(input_dims))])
+        self.embeddings = [keras.layers.Embedding(i, o, name=f"embedding_{_safe(c)}",
+                                                  dtype=self.dtype_policy)
+                           for i, o, c in zip(self.input_dims, self.output_dims, self.columns,
+                                              strict=True)]
+
+    def build(self, input_shape):
+        expected = self.dense_width + len(self.input_dims)
+        if input_shape[-1] is not None and input_shape[-1] != expected:
+            raise ValueError(f"ColumnEmbedding expects {expected} input values per sample "
+                             f"({self.dense_width} dense + {len(self.input_dims)} codes), "
+                             f"received {input_shape[-1]}")
+        for layer in self.embeddings:
+            layer.build((None,))
+
+    def call(self, inputs):
+        parts = [inputs[:, :self.dense_width]] if self.dense_width else []
+        for k, layer in enumerate(self.embeddings):
+            code = ops.cast(ops.round(inputs[:, self.dense_width + k]), "int32")
+            code = ops.clip(code, 0, self.input_dims[k] - 1)  # out-of-range codes: unseen slot
+            parts.append(ops.cast(layer(code), inputs.dtype))
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dense_width + sum(self.output_dims))
+
+    def get_config(self):
+        return {**super().get_config(), "dense_width": self.dense_width,
+                "input_dims": self.input_dims, "output_dims": self.output_dims,
+                "columns": self.columns}
+
+
+def default_embedding_dim(codes: int) -> int:
+    """fast.ai's rule of thumb: min(50, round(1.6 * codes ** 0.56))."""
+    return max(1, min(50, round(1.6 * codes ** 0.56)))
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name))[:40] or "column"

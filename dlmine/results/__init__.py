@@ -1,0 +1,1 @@
+"""What a finished run gives: evaluate, predict, export, report, runs and compare."""

@@ -1,0 +1,158 @@
+"""Predictions of a trained run on new inputs: the saved preprocessing, then a checkpoint.
+
+The run's data source (`Source.read_input`, `Source.check_input`) turns an INPUT path into
+the raw samples the run was trained on; the rest (preprocessing, the model, CSV / JSON
+Lines) does not depend on the kind of data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.data import Preprocessor, Source, source_for
+from dlmine.errors import DlmineError, UsageError
+from dlmine.model.io import load_checkpoint
+from dlmine.rundir import RUN_JSON, RunDir
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+PREDICT_BATCH = 256
+
+
+def read_input(run: RunDir, path: Path):
+    """The raw inputs held in `path`, before preprocessing, as the run's data source reads
+    them (`Source.read_input`).
+
+    Raises:
+        UsageError: `path` is missing or of a kind this run cannot read.
+        DataError: the file cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"input not found: {path}")
+    return source_of(run).read_input(path)
+
+
+def source_of(run: RunDir) -> Source:
+    return source_for(run.read_config().dataset)
+
+
+def predict_outputs(model, x, cfg) -> np.ndarray:
+    """The model's outputs on preprocessed inputs `x`, batched as the data source feeds them."""
+    source = source_for(cfg.dataset)
+    return np.asarray(model.predict(source.as_input(x, batch_size=PREDICT_BATCH),
+                                    batch_size=source.predict_batch_size(x, PREDICT_BATCH),
+                                    verbose=0))
+
+
+def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]:
+    """Predict every sample of `input_path` with a run's preprocessing and checkpoint.
+
+    Args:
+        run_dir: a run directory.
+        input_path: what `read_input` reads.
+        checkpoint: `best` or `last`.
+
+    Returns:
+        One record per sample (see `records`).
+    """
+    run = RunDir.open(run_dir)
+    prep = Preprocessor.load(run.path)
+    cfg = run.read_config()
+    source = source_for(cfg.dataset)
+    path = Path(input_path)
+    if not path.exists():
+        raise UsageError(f"input not found: {path}")
+    x = source.check_input(source.read_input(path), prep.sample_shape, str(input_path))
+    model = load_checkpoint(run, checkpoint)
+    outputs = predict_outputs(model, prep.transform_x(x), cfg)
+    return records(outputs, prep.task, class_names(run, outputs.shape[-1]))
+
+
+def class_names(run: RunDir, count: int) -> list[str]:
+    """The run's class names (`run.json`), padded with label numbers up to `count` (2 for sigmoid)."""
+    try:
+        info = run.read_json(RUN_JSON)
+    except DlmineError:  # a damaged run.json must not stop predictions: numbers name the classes
+        info = {}
+    found = info.get("class_names") if isinstance(info, dict) else None
+    names = [str(n) for n in found] if isinstance(found, list) else []
+    count = max(count, 2)
+    return names[:count] + [str(i) for i in range(len(names), count)]
+
+
+def records(outputs: np.ndarray, task: str, names: list[str]) -> list[dict]:
+    """Model outputs as one dict per sample.
+
+    Returns:
+        Classification: `{"sample", "class", "class_index", "probabilities": {name: p}}`
+        (one sigmoid output p becomes `[1 - p, p]`); regression: `{"sample", "value"}`
+        (a list when the model has several outputs).
+    """
+    outputs = outputs.reshape(len(outputs), -1)
+    if task == "regression":
+        values = [[_short(v) for v in row] for row in outputs]
+        return [{"sample": i, "value": v[0] if len(v) == 1 else v} for i, v in enumerate(values)]
+    if outputs.shape[1] == 1:
+        outputs = np.concatenate([1 - outputs, outputs], axis=1)
+    out = []
+    for i, row in enumerate(outputs):
+        best = int(np.argmax(row))
+        out.append({"sample": i, "class": names[best], "class_index": best,
+                    "probabilities": {n: _short(p) for n, p in zip(names, row, strict=False)}})
+    return out
+
+
+def _short(value) -> float:
+    """The shortest decimal that reads back as the same float32 (no 0.30000001192092896)."""
+    return float(str(np.float32(value)))
+
+
+def output_format(path: Path | None) -> str:
+    """`csv` or `jsonl` from `--output`'s suffix (`csv` without one), checked before any work."""
+    if path is None:
+        return "csv"
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--output {path}: expected a file ending .csv (CSV) or .jsonl (JSON "
+                         f"Lines); received '{Path(path).suffix or 'no extension'}'")
+    return fmt
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    """Records as CSV (one `prob_<class>` column per class, or `value`) or JSON Lines."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    flat = [_flat(row) for row in rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buffer.getvalue()
+
+
+def _flat(row: dict) -> dict:
+    out = {k: v for k, v in row.items() if k not in ("probabilities", "value")}
+    for name, p in row.get("probabilities", {}).items():
+        out[f"prob_{name}"] = p
+    value = row.get("value")
+    if isinstance(value, list):
+        out.update({f"value_{i}": v for i, v in enumerate(value)})
+    elif value is not None:
+        out["value"] = value
+    return out
+
+
+def split_inputs(run: RunDir, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """A split of the run's data, rebuilt from its config and seed, through the saved preprocessing.
+
+    Returns:
+        `(x, y)`: the model's inputs and the raw labels (integers, or targets for regression).
+    """
+    cfg = run.read_config()
+    x, y = source_for(cfg.dataset).load(cfg.seed).split(split)
+    return Preprocessor.load(run.path).transform_x(x), y

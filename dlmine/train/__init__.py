@@ -1,0 +1,1 @@
+"""Training: prepare (before any run directory), fit with per-epoch commits, resume, folds."""

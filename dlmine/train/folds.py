@@ -1,0 +1,92 @@
+"""k-fold cross-validation: one complete run per fold, and their mean and spread.
+
+The folds cut the training data (the training and validation splits together,
+after `limit`); each fold is the validation split of one run, in
+`RUN_DIR/fold-K/`, and every run is evaluated on the same test split. The parent
+run directory holds the config, a `run.json` and an `eval.json` with the mean and
+standard deviation of every test metric over the folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dlmine.config import LoadedConfig, to_yaml
+from dlmine.console import Reporter
+from dlmine.data import Source, Splits
+from dlmine.errors import UsageError
+from dlmine.rundir import CONFIG, EVAL_JSON, RUN_JSON, RunDir, now_iso
+from dlmine.train.prepare import build_checked_model
+from dlmine.train.session import new_run
+
+
+def check_folds(source: Source, splits: Splits, folds: int) -> None:
+    """Refuse folds these data cannot have.
+
+    Raises:
+        UsageError: the data are shards (read one at a time), or `folds` is not between 2
+            and the number of training samples.
+    """
+    if not source.in_memory:
+        raise UsageError("--folds needs the data in memory; a folder of shards is read one "
+                         "shard at a time (train without --folds, with a validation_split)")
+    samples = len(splits.y_train) + (0 if splits.y_val is None else len(splits.y_val))
+    if folds < 2 or folds > samples:
+        raise UsageError(f"--folds must be between 2 and the {samples} training samples, "
+                         f"received {folds}")
+
+
+def fold_splits(source: Source, splits: Splits, folds: int, seed: int,
+                task: str) -> list[Splits]:
+    """`folds` Splits whose validation parts partition the training data (stratified)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    check_folds(source, splits, folds)
+    x = source.concat(splits.x_train, splits.x_val)
+    y = splits.y_train if splits.y_val is None else np.concatenate([splits.y_train, splits.y_val])
+    stratified = task == "classification" and np.bincount(y).min(initial=folds) >= folds
+    splitter = (StratifiedKFold if stratified else KFold)(folds, shuffle=True, random_state=seed)
+    out = []
+    for train_rows, val_rows in splitter.split(np.zeros(len(y)), y if stratified else None):
+        x_train = source.take(x, train_rows)
+        # a fold may miss a category of a table: its encoder is narrower
+        info = source.fit_info(dataclasses.replace(splits.info), x_train)
+        out.append(dataclasses.replace(splits, x_train=x_train, y_train=y[train_rows],
+                                       x_val=source.take(x, val_rows), y_val=y[val_rows], info=info))
+    return out
+
+
+def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDir, folds: int,
+                device_used: str, reporter: Reporter, argv: list[str]) -> RunDir:
+    """Train one run per fold under `run` and write the aggregated `eval.json`."""
+    cfg = loaded.config
+    parts = fold_splits(source, splits, folds, cfg.seed, cfg.dataset.task)
+    run.write(CONFIG, to_yaml(cfg))
+    run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
+                              "started": now_iso(), "ended": None, "command": argv,
+                              "device": device_used, "seed": cfg.seed,
+                              "data_fingerprint": splits.fingerprint, "final_metrics": None})
+    reports = []
+    for k, part in enumerate(parts, start=1):
+        reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
+                      "validation samples")
+        prepared = build_checked_model(loaded, part.info.num_classes, part)
+        fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
+        reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv))
+    summary = summarize([r["metrics"] for r in reports])
+    run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
+                               "metrics": summary["mean"], "std": summary["std"],
+                               "per_fold": [r["metrics"] for r in reports]})
+    run.update_run(status="completed", ended=now_iso(), final_metrics=summary["mean"],
+                   final_metrics_std=summary["std"])
+    reporter.metrics_table(f"test metrics, mean of {folds} folds", summary["mean"])
+    return run
+
+
+def summarize(metrics: list[dict]) -> dict:
+    """The mean and (population) standard deviation of each metric over the folds."""
+    names = [n for n in metrics[0] if all(n in m for m in metrics)]
+    return {"mean": {n: float(np.mean([m[n] for m in metrics])) for n in names},
+            "std": {n: float(np.std([m[n] for m in metrics])) for n in names}}

@@ -1,0 +1,160 @@
+"""`train` and `resume`: a config into a new run directory, or a run continued in place.
+
+`train` checks everything it can (config, model shape, data, folds) before it creates
+the run directory; `resume` continues a run from its last committed epoch, refusing a
+config or data that differ from the run's unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from dlmine.backend import devices
+from dlmine.config import LoadedConfig, to_yaml
+from dlmine.config.keys import diff
+from dlmine.console import Reporter
+from dlmine.data import Preprocessor, source_for
+from dlmine.errors import DlmineError, UsageError
+from dlmine.model.checks import load_checked_config
+from dlmine.model.io import load_model_file
+from dlmine.rundir import CHECKPOINTS, CONFIG, HISTORY, RUN_JSON, RunDir, now_iso, read_history
+from dlmine.train.folds import check_folds, train_folds
+from dlmine.train.prepare import build_checked_model
+from dlmine.train.session import Session, new_run, run_session
+
+
+def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
+          reporter: Reporter, argv: list[str], folds: int | None = None,
+          extra_callbacks: list | None = None) -> RunDir:
+    """Train a config into a new run directory and evaluate it on the test split.
+
+    Args:
+        folds: k-fold cross-validation: one run per fold in `RUN_DIR/fold-K/`, each validated
+            on its fold, and the mean and standard deviation of their test metrics.
+        extra_callbacks: Keras callbacks added after dlmine's own (`dlmine tune` prunes with
+            one); they see each complete epoch's logs.
+
+    Returns:
+        The run directory, `completed`.
+
+    Raises:
+        ConfigError, DataError: before the run directory is created.
+        TrainingError: the loss diverged (the run is marked `failed`).
+        Interrupted: Ctrl-C or SIGTERM (the run is marked `interrupted`).
+    """
+    cfg = loaded.config
+    device_used = _set_up_backend(cfg, device)
+    prepared = build_checked_model(loaded)
+    splits = prepared.splits or prepared.source.load(cfg.seed)
+    if folds:
+        check_folds(prepared.source, splits, folds)  # before the run directory exists
+    run = RunDir.create(run_dir, runs_root, cfg.name)
+    if folds:
+        return train_folds(loaded, prepared.source, splits, run, folds, device_used, reporter,
+                           argv)
+    new_run(loaded, prepared, splits, run, device_used, reporter, argv, extra_callbacks)
+    return run
+
+
+def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
+           reporter: Reporter, argv: list[str]) -> RunDir:
+    """Continue an interrupted or failed run from its last committed epoch.
+
+    Args:
+        run_path: the run directory.
+        loaded: the config to continue with: the run's own `config.yaml` (with any
+            `--set`), or a CONFIG file given on the command line.
+        force: accept a config that differs from the run's.
+
+    Raises:
+        UsageError: the config changed (without `force`).
+        DlmineError: nothing to resume, or a damaged checkpoint.
+    """
+    run = RunDir.open(run_path)
+    with run.lock():  # before reading any state: a live trainer may be writing it
+        _remove_stale_temporaries(run)
+        return _resume_locked(run, loaded, force=force, device=device, reporter=reporter,
+                              argv=argv)
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """Temporary files a killed process left behind (never the files they were to replace)."""
+    for folder in (run.path, run.path / CHECKPOINTS):
+        for stale in list(folder.glob(".*.tmp")) + list(folder.glob(".*.keras")):
+            stale.unlink(missing_ok=True)
+
+
+def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: str,
+                   reporter: Reporter, argv: list[str]) -> RunDir:
+    """`resume`, with the run directory's lock held."""
+    from dlmine.train.state import load_state, restore_seed_states  # import Keras
+
+    info = run.read_json(RUN_JSON)
+    cfg = loaded.config
+    saved = _saved_config(run)
+    changes = diff(asdict(saved), asdict(cfg))
+    if changes and not force:
+        raise UsageError("the config differs from the one this run was trained with; "
+                         "resume with --force to accept:\n" + "\n".join(f"  {c}" for c in changes))
+    if info.get("status") == "completed" and not changes:
+        reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
+                      "epochs); nothing to do")
+        return run
+    state, checkpoint = load_state(run, warn=reporter.warn)
+    device_used = _set_up_backend(cfg, device)
+    source = source_for(cfg.dataset)
+    splits = source.load(cfg.seed)
+    if info.get("data_fingerprint") not in (None, splits.fingerprint) and not force:
+        raise UsageError("the data differ from those this run was trained on (the fingerprint "
+                         "in run.json does not match); resume with --force to accept")
+    prep = Preprocessor.load(run.path)
+    with devices.distribution_scope(cfg.training.distribution):
+        model = load_model_file(checkpoint, "last")
+    restore_seed_states(model, state["seed_generators"])
+    rows = _history_rows(run, state["epoch"])
+    first_epoch = state["epoch"]
+    if (state.get("callbacks", {}).get("early_stopping") or {}).get("stopped_epoch"):
+        first_epoch = cfg.training.epochs  # early stopping had ended it: only finish the run
+    session = Session(run, cfg, model, prep, splits, source, first_epoch, state, rows)
+
+    def mark_resumed():
+        if changes:
+            run.write(CONFIG, to_yaml(cfg))
+        resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
+                                               "device": device_used,
+                                               "replicas": devices.replicas(model),
+                                               "config_changes": changes}]
+        run.update_run(status="running", ended=None, error=None, resumed=resumes)
+
+    run_session(session, reporter, argv, before=mark_resumed)
+    return run
+
+
+def _saved_config(run: RunDir):
+    return load_checked_config(run / CONFIG).config
+
+
+def _history_rows(run: RunDir, epochs: int) -> list[dict]:
+    """The committed rows of `history.csv`: a row written after the last state is dropped.
+
+    Raises:
+        DlmineError: the file is damaged, or lacks committed epochs (a resume would leave a
+            gap).
+    """
+    path = run / HISTORY
+    rows = [row for row in read_history(path) if row["epoch"] <= epochs]
+    if [row["epoch"] for row in rows] != list(range(1, epochs + 1)):
+        raise DlmineError(f"{path} does not hold epochs 1..{epochs}, which training_state.json "
+                          "committed; cannot resume without a gap in the history")
+    return rows
+
+
+def _set_up_backend(cfg, device: str) -> str:
+    import keras
+
+    used = devices.describe(device)
+    if cfg.training.deterministic:
+        devices.make_deterministic()
+    keras.utils.set_random_seed(cfg.seed)
+    return used

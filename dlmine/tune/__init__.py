@@ -1,0 +1,1 @@
+"""Hyperparameter search with Optuna: the space, the study, its report."""

@@ -1,0 +1,388 @@
+"""Hyperparameter search: a `tune:` section -> an Optuna study -> one ordinary run per trial.
+
+`start` checks the search space against the config before anything is created, writes the
+study directory and runs the study; `resume` continues one. Each trial is a run directory
+(`STUDY_DIR/trial-0007/`) trained from the study's resolved `config.yaml` with the trial's
+values applied as `--set` overrides, so `dlmine evaluate` and `dlmine train --resume` read it
+like any run. After each epoch the trial reports `tune.metric` to Optuna; a trial the pruner
+judges hopeless stops after that epoch: its run ends `completed` (shorter, as with early
+stopping, and evaluated) and `run.json` says `"tune": {"state": "pruned", ...}`.
+
+The study directory:
+
+    config.yaml      the resolved config every trial starts from, `tune:` included
+    study.json       study name, storage, and the worker id of this directory's trials
+    study.db         the Optuna study (SQLite), unless `--storage` names another database
+    trial-NNNN/      one run directory per trial this directory ran
+    best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`
+    history.png      every trial's value and the best so far
+    importances.png  how much each searched key mattered (Optuna's importance evaluator)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import optuna
+from optuna.trial import TrialState
+
+from dlmine.backend import devices
+from dlmine.config import LoadedConfig, to_yaml
+from dlmine.config.checks import monitor_mode
+from dlmine.config.loading import suggest
+from dlmine.console import Reporter
+from dlmine.errors import ConfigError, DlmineError, Interrupted, TrainingError, UsageError
+from dlmine.model.checks import load_checked_config
+from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, fresh_folder, now_iso
+from dlmine.train.run import train
+from dlmine.tune.report import say, shown, summarize
+from dlmine.tune.space import Distribution, check_space, override
+
+STUDY_JSON = "study.json"
+STUDY_DB = "study.db"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class TuneOptions:
+    """What the command line adds to the `tune:` section (None: the section's value)."""
+
+    trials: int | None = None
+    timeout: int | None = None
+    storage: str | None = None
+    device: str = "auto"
+    argv: list[str] = field(default_factory=list)
+
+
+def start(config_path: Path, overrides, study_dir: Path | None, runs_root: Path,
+          options: TuneOptions, reporter: Reporter) -> Path:
+    """Check CONFIG's search space, create the study directory and run `trials` trials.
+
+    Args:
+        config_path: a config with a `tune:` section.
+        overrides: `--set KEY=VALUE` strings, applied to every trial.
+        study_dir: where the study goes (must not exist); None: `runs_root/<name>-tune-<time>`.
+
+    Returns:
+        The study directory.
+
+    Raises:
+        ConfigError: every problem of the config and its search space, before the study
+            directory is created.
+        UsageError: the study directory exists.
+    """
+    loaded = load_checked_config(config_path, overrides)
+    check_space(loaded)
+    storage = _recorded_url(options.storage) if options.storage else None
+    folder = _create_study_dir(study_dir, runs_root, loaded.config.name)
+    atomic_write(folder / CONFIG, to_yaml(loaded.config))
+    atomic_write(folder / STUDY_JSON, json.dumps({
+        "study_name": loaded.config.name, "storage": storage, "worker": uuid.uuid4().hex,
+        "created": now_iso(), "command": _masked(options.argv, options.storage)}, indent=2) + "\n")
+    return _run(folder, options, reporter, resuming=False)
+
+
+def resume(study_dir: Path, options: TuneOptions, reporter: Reporter) -> Path:
+    """Continue the study of `study_dir` until it has `trials` finished (complete or pruned) trials.
+
+    Trials that this directory's earlier process left running (it died) are marked failed:
+    they are neither counted nor repeated.
+
+    Raises:
+        UsageError: `study_dir` is not a study directory, or is in use by another process.
+    """
+    folder = Path(study_dir)
+    if not (folder / STUDY_JSON).is_file():
+        raise UsageError(f"{folder} is not a dlmine study directory: it has no {STUDY_JSON}")
+    return _run(folder, options, reporter, resuming=True)
+
+
+def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool) -> Path:
+    devices.describe(options.device)  # --device gpu without a GPU fails once, here
+    info = RunDir(folder).read_json(STUDY_JSON)
+    loaded = load_checked_config(folder / CONFIG)
+    search = Search(folder, loaded, check_space(loaded), options, reporter, info["worker"])
+    tune = loaded.config.tune
+    wanted = options.trials or tune.trials
+    with RunDir(folder).lock():
+        study = _open_study(info, folder, options.storage, search, wanted)
+        todo = wanted - len(study.get_trials(deepcopy=False, states=FINISHED)) if resuming else wanted
+        if resuming:
+            _fail_stale_trials(study, info["worker"], reporter)
+            reporter.info(f"resuming {folder}: {max(todo, 0)} trial(s) to run")
+        search.optimize(study, todo, options.timeout or tune.timeout)
+        summarize(study, folder, search.metric, reporter)
+    return folder
+
+
+# --- the study ---------------------------------------------------------------------------------
+
+def resolve_direction(metric: str, given: str) -> str:
+    """`minimize` or `maximize`; `auto` maximizes accuracy-like metrics and AUC."""
+    if given != "auto":
+        return given
+    return "maximize" if monitor_mode(metric) == "max" else "minimize"
+
+
+def _open_study(info: dict, folder: Path, given_url: str | None, search: Search,
+                budget: int) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # dlmine reports trials itself
+    url = _storage_url(info.get("storage"), given_url, folder)
+    tune = search.loaded.config.tune
+    study = optuna.create_study(study_name=info["study_name"], storage=_storage(url),
+                                direction=search.direction, pruner=_pruner(tune.pruner),
+                                load_if_exists=True)
+    # A private study is reproducible from the config's seed; shared workers must differ.
+    seed = None if info.get("storage") else search.loaded.config.seed + len(study.trials)
+    # TPE models the space after a random start: half the budget at most, so small studies
+    # are guided too.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(10, max(2, budget // 2)))
+    return study
+
+
+def _pruner(kind: str) -> optuna.pruners.BasePruner:
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    # Judge a trial once 3 trials have completed, and not on its first 2 epochs, which are noisy.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # SQLite shared by several processes: wait for the other's write instead of failing.
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except SQLAlchemyError as exc:  # e.g. two processes creating the tables at once
+            error = exc
+            time.sleep(1 + attempt)
+    raise DlmineError(f"cannot open the study storage {_recorded_url(url)}: {error}")
+
+
+def _recorded_url(url: str) -> str:
+    """The storage URL as `study.json` keeps it: with its password, if any, masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError("--storage: expected a database URL such as sqlite:///path/study.db "
+                         f"or postgresql://host/db, received '{url}'") from None
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def _storage_url(recorded: str | None, given: str | None, folder: Path) -> str:
+    """The study's database: `study.db` in the folder, or the URL `study.json` records, whose
+    password, if any, must be given again with `--storage`."""
+    if recorded is None:
+        if given:
+            raise UsageError(f"the study of {folder} lives in {folder / STUDY_DB}; --storage "
+                             "cannot move it")
+        return f"sqlite:///{(folder / STUDY_DB).resolve()}"
+    if given is None and "***" in recorded:
+        raise UsageError("the study's storage URL holds a password, which dlmine does not save; "
+                         f"give it again: dlmine tune --resume {folder} --storage URL")
+    if given is not None and _recorded_url(given) != recorded:
+        raise UsageError(f"--storage: expected the study's storage {recorded}, received "
+                         f"{_recorded_url(given)}")
+    return given or recorded
+
+
+def _masked(argv: list[str], url: str | None) -> list[str]:
+    """The command line as `study.json` and each `run.json` record it: no storage password."""
+    if not url:
+        return list(argv)
+    return [arg.replace(url, _recorded_url(url)) for arg in argv]
+
+
+def _fail_stale_trials(study: optuna.Study, worker: str, reporter: Reporter) -> None:
+    """This directory's trials still RUNNING belong to a process that died (we hold the lock)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") != worker:
+            continue  # another worker of a shared study: maybe alive
+        study.tell(trial.number, state=TrialState.FAIL)
+        if trial.user_attrs.get("run_dir"):
+            _mark_failed(Path(trial.user_attrs["run_dir"]), trial.number)
+        reporter.warn(f"trial {trial.number} was running when the study stopped; marked failed")
+
+
+def _create_study_dir(path: Path | None, runs_root: Path, name: str) -> Path:
+    if path is not None:
+        path = Path(path)
+        try:
+            if path.is_symlink():
+                raise FileExistsError
+            path.mkdir(parents=True)
+        except FileExistsError:
+            raise UsageError(f"study directory {path} already exists; continue it with dlmine "
+                             f"tune --resume {path}, or choose another --study-dir") from None
+        return path
+    return fresh_folder(Path(runs_root), f"{name}-tune")
+
+
+# --- the trials --------------------------------------------------------------------------------
+
+@dataclass
+class Search:
+    """One process's trials of a study: each an ordinary run in the study directory."""
+
+    folder: Path
+    loaded: LoadedConfig
+    space: dict[str, Distribution]
+    options: TuneOptions
+    reporter: Reporter
+    worker: str
+
+    @property
+    def metric(self) -> str:
+        return self.loaded.config.tune.metric
+
+    @property
+    def direction(self) -> str:
+        return resolve_direction(self.metric, self.loaded.config.tune.direction)
+
+    def optimize(self, study: optuna.Study, trials: int, timeout: int | None) -> None:
+        """Run up to `trials` trials; start none after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Every trial traces new functions; TensorFlow would warn of "retracing" from the third.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        for _ in range(max(trials, 0)):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.reporter.info(f"timeout: {timeout} s have passed; no more trials started")
+                return
+            trial = study.ask()
+            try:
+                state, value = self.run_trial(trial)
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            self.reporter.info(f"trial {trial.number}: {state.name.lower()}, {self.metric} "
+                               f"{shown(frozen.value)}")
+
+    def run_trial(self, trial: optuna.Trial) -> tuple[TrialState, float | None]:
+        """Train one trial's run; its state and the best epoch's `tune.metric`."""
+        run_dir = self.folder.resolve() / f"trial-{trial.number:04d}"
+        trial.set_user_attr("worker", self.worker)  # first: a dead process's trials are found
+        trial.set_user_attr("run_dir", str(run_dir))
+        values = {key: dist.suggest(trial, key) for key, dist in self.space.items()}
+        trial.set_user_attr("values", values)
+        say(self.reporter, f"trial {trial.number}: " + ", ".join(
+            f"{key}={shown(value)}" for key, value in values.items()))
+        pruning = PruneOnEpoch(trial, self.metric, self.loaded.sources.where(("tune", "metric")))
+        try:
+            loaded = load_checked_config(self.folder / CONFIG, [override(k, v) for k, v in values.items()])
+            train(loaded, run_dir=run_dir, runs_root=self.folder, device=self.options.device,
+                  reporter=TrialReporter(trial.number, self.reporter.quiet),
+                  argv=_masked(self.options.argv, self.options.storage),
+                  extra_callbacks=[pruning])
+        except (ConfigError, TrainingError) as exc:  # these values do not work; the study goes on
+            self.reporter.warn(f"trial {trial.number} failed: {exc}")
+            trial.set_user_attr("error", str(exc))
+            _mark_failed(run_dir, trial.number)
+            return TrialState.FAIL, None
+        except Interrupted:
+            _mark_failed(run_dir, trial.number)
+            raise Interrupted(f"interrupted during trial {trial.number}, which will not count; "
+                              f"continue the study with: dlmine tune --resume {self.folder}") from None
+        except BaseException:  # a mistake every trial would make: the study stops
+            _mark_failed(run_dir, trial.number)
+            raise
+        value = best_epoch_value(run_dir, self.metric, self.direction)
+        state = TrialState.PRUNED if pruning.pruned_after else TrialState.COMPLETE
+        _mark_run(RunDir(run_dir), trial.number, state.name.lower(), value=value,
+                  metric=self.metric, pruned_after_epoch=pruning.pruned_after)
+        return state, value
+
+
+class PruneOnEpoch(keras.callbacks.Callback):
+    """Report `metric` to an Optuna trial after each epoch; stop when the trial should be pruned.
+
+    Training stops after the complete epoch, so its history and checkpoints are whole and the
+    run is evaluated as usual; `pruned_after` is the epoch it stopped after, or None.
+
+    Args:
+        trial: the Optuna trial (anything with `report(value, step)` and `should_prune()`).
+        metric: a key of the epoch logs, e.g. `val_loss`.
+        where: `FILE:LINE` of `tune.metric`, for the message when the logs lack the metric.
+
+    Example:
+        >>> pruning = PruneOnEpoch(trial, "val_loss")
+        >>> train(loaded, ..., extra_callbacks=[pruning])
+    """
+
+    def __init__(self, trial, metric: str, where: str = "tune"):
+        super().__init__()
+        self.trial, self.metric, self.where = trial, metric, where
+        self.pruned_after: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.metric not in logs:
+            raise UsageError(f"{self.where}: tune.metric: expected a metric of the epoch logs "
+                             f"({', '.join(sorted(logs))}), received '{self.metric}'"
+                             f"{suggest(self.metric, list(logs))}")
+        value = float(logs[self.metric])
+        if not math.isfinite(value):
+            return  # the run fails as diverged; nothing to judge
+        self.trial.report(value, epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_after = epoch + 1
+            self.model.stop_training = True
+
+
+class TrialReporter(Reporter):
+    """A trial's training output: its epoch lines, prefixed, without a test table per trial."""
+
+    def __init__(self, number: int, quiet: bool):
+        super().__init__(quiet=quiet)
+        self.number = number
+
+    def info(self, message: str) -> None:
+        pass  # `run directory: ...`: the study reports its trials itself
+
+    def epoch_end(self, line: str) -> None:
+        super().epoch_end(f"trial {self.number}: {line}")
+
+    def metrics_table(self, title: str, metrics: dict, stream: str = "stderr") -> None:
+        pass  # trials are chosen on validation; the test metrics stay in each eval.json
+
+
+def best_epoch_value(run_dir: Path, metric: str, goal: str) -> float:
+    """The best finite value of `metric` in a run's `history.csv` (`goal`: minimize/maximize)."""
+    with open(Path(run_dir) / HISTORY, newline="") as handle:
+        values = [float(row[metric]) for row in csv.DictReader(handle)]
+    finite = [v for v in values if math.isfinite(v)] or [math.nan]
+    return max(finite) if goal == "maximize" else min(finite)
+
+
+def _mark_failed(run_dir: Path, number: int) -> None:
+    """Mark a failed trial's run, if it got as far as one; `running` means its process died."""
+    if not (run_dir / RUN_JSON).is_file():
+        return
+    run = RunDir(run_dir)
+    if run.read_json(RUN_JSON).get("status") == "running":
+        run.update_run(status="interrupted", ended=now_iso(),
+                       error="the dlmine tune process stopped during this trial")
+    _mark_run(run, number, "fail")
+
+
+def _mark_run(run: RunDir, number: int, state: str, **details) -> None:
+    """Say in `run.json` (and for a pruned trial in `train.log`) what the study made of the run."""
+    run.update_run(tune={"trial": number, "state": state, **details})
+    if state == "pruned":
+        with open(run / LOG, "a", encoding="utf-8") as log:
+            log.write(f"{now_iso()} pruned by dlmine tune after epoch {details['pruned_after_epoch']}"
+                      f": its {details['metric']} was worse than the median of earlier trials\n")
