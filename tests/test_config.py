@@ -592,3 +592,28 @@ def _training_keys() -> list[str]:
     from dlmine.config.schema import TrainingConfig
 
     return [f.name for f in dataclasses.fields(TrainingConfig)]
+
+
+def test_mode_auto_follows_the_direction_keras_gives_each_metric():
+    """One rule for `mode: auto` (checkpoint, early stopping, tune.direction): Keras' own, the
+    `_direction` of its metric classes, for every metric name a config may give."""
+    import inspect
+
+    import keras
+
+    from dlmine.config.checks import monitor_mode
+    from dlmine.model.catalogue import live
+
+    checked = 0
+    for name in live()["metrics"]:
+        metric = keras.metrics.get(name)
+        if inspect.isclass(metric):
+            metric = metric()
+        direction = getattr(metric, "_direction", None)
+        if direction is None:  # a plain function: Keras cannot tell either
+            continue
+        assert monitor_mode(name) == ("max" if direction == "up" else "min"), name
+        assert monitor_mode(f"val_{name}") == monitor_mode(name)
+        checked += 1
+    assert checked >= 10
+    assert monitor_mode("loss") == monitor_mode("val_loss") == "min"

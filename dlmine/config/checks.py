@@ -36,7 +36,7 @@ FILE_KINDS = {"npz": "the .npz file (or a folder of .npz shards)", "csv": "the C
 def monitor_mode(monitor: str) -> str:
     """`max` for metrics that grow when better (accuracy, AUC, precision...), else `min`."""
     name = monitor.removeprefix("val_")
-    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou")
+    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou", "correlation")
     return "max" if any(part in name for part in growing) else "min"
 
 
@@ -263,6 +263,10 @@ def resolve(cfg: Config, default_name: str) -> None:
         section = getattr(training, name)
         if section is not None and section.monitor is None:
             section.monitor = default_monitor
+        if section is not None and getattr(section, "mode", None) == "auto":
+            section.mode = monitor_mode(section.monitor)
+    if cfg.tune is not None and cfg.tune.direction == "auto":
+        cfg.tune.direction = "maximize" if monitor_mode(cfg.tune.metric) == "max" else "minimize"
 
 
 def _auto_loss(cfg: Config) -> str:
