@@ -172,7 +172,7 @@ def test_what_a_job_cannot_train_is_refused_before_training():
     from types import SimpleNamespace
 
     def cfg(name):
-        return SimpleNamespace(dataset=SimpleNamespace(name=name),
+        return SimpleNamespace(dataset=SimpleNamespace(name=name, path=None),
                                training=SimpleNamespace(batch_size=16))
 
     job = Cluster(2, 0, "h:1")
