@@ -33,7 +33,7 @@ def check_regular_file(path: Path, expected: str) -> None:
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in NOT_REGULAR.items() if test(mode)), "not a file")
+        kind = next((name for test, name in NOT_REGULAR.items() if test(mode)), "an unknown kind of file")
         raise DataError(f"{path}: not a regular file ({kind}); expected {expected}")
 
 
