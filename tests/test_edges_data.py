@@ -218,7 +218,7 @@ def text_run(work) -> Path:
     return run
 
 
-# --- 1. wrong answers: predict -------------------------------------------------------------------
+# --- predict on tables and arrays: values that are not finite numbers (items 1, 2) -------------
 
 PREDICT_CELLS = [
     ("abc", "'abc' is not a number (the column is numeric)"),
@@ -269,7 +269,7 @@ def test_predict_refuses_non_finite_npz_inputs(tiny_run, work, value):
     assert "class" not in result.stdout
 
 
-# --- 2. wrong answers: training on non-finite data --------------------------------------------------
+# --- training on values that are not finite numbers (items 3, 4) ----------------------------------
 
 @pytest.mark.parametrize("cell, message", [
     ("inf", "inf is not a finite number"),
@@ -328,7 +328,7 @@ def test_training_refuses_nan_in_a_shard(work):
     assert not run.exists()
 
 
-# --- 3. wrong answers: one class -------------------------------------------------------------------
+# --- one class (item 5) ---------------------------------------------------------------------------
 
 def _one_class_case(work: Path, kind: str, units: int) -> tuple[Path, Path, str]:
     """(config, data path, the message's start) of a dataset of one class."""
@@ -381,7 +381,7 @@ def test_one_class_is_refused_before_the_run_directory(work, kind, units):
     assert not run.exists()
 
 
-# --- 6. internal errors that need a name -------------------------------------------------------------
+# --- text to predict that is not UTF-8 (item 6) ----------------------------------------------------
 
 def test_predict_names_a_txt_file_that_is_not_utf8(text_run, work):
     bad = work / "latin1.txt"
@@ -405,7 +405,7 @@ def test_predict_names_the_file_of_a_text_folder_that_is_not_utf8(text_run, work
             "column 5)") in result.stderr
 
 
-# --- 8. weaker messages to sharpen ----------------------------------------------------------------
+# --- files that are not regular, not UTF-8, duplicate headers, messages, wide tables (7-11) ---------
 
 TABLE_CHECK = """\
 name: checked
