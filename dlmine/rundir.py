@@ -171,7 +171,7 @@ class RunDir:
         atomic_write(self.path / name, data)
 
     def write_json(self, name: str, obj: Any) -> None:
-        self.write(name, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+        self.write(name, json_text(obj, self.path / name))
 
     def read_json(self, name: str) -> dict:
         try:
@@ -301,6 +301,34 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def json_text(obj: Any, path: Path) -> str:
+    """`obj` as indented JSON for the file `path`: never `NaN` or `Infinity`, which are not JSON.
+
+    Raises:
+        DlmineError: `obj` holds a NaN or an infinity (named by its key), rather than a file
+            that JSON readers refuse.
+    """
+    try:
+        return json.dumps(obj, indent=2, default=_jsonable, allow_nan=False) + "\n"
+    except ValueError:
+        key, value = _non_finite(json.loads(json.dumps(obj, default=_jsonable)))
+        raise DlmineError(f"cannot write {path}: {key} is {value}, which JSON cannot hold") from None
+
+
+def _non_finite(obj: Any, key: str = "") -> tuple[str, float]:
+    """(dotted key, value) of the first NaN or infinity in `obj`."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for name, value in items:
+        inner = f"{key}[{name}]" if isinstance(obj, list) else f"{key}.{name}" if key else str(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return inner, value
+        if isinstance(value, dict | list):
+            found = _non_finite(value, inner)
+            if found[0]:
+                return found
+    return "", 0.0
 
 
 def _jsonable(value: Any) -> Any:

@@ -378,12 +378,12 @@ def test_float_labels_that_are_not_whole_numbers(tmp_path):
     path = save_npz(tmp_path / "d.npz", x_train=np.zeros((3, 2), "float32"),
                     y_train=np.array([0.0, 1.5, 2.0]))
     assert data_error(lambda: load(npz_cfg(path, validation_split=None), 0)) == (
-        "y_train holds float64 values that are not whole numbers: expected integer class "
+        f"{path}: y_train holds float64 values that are not whole numbers: expected integer class "
         "labels 0..N-1 (or dataset.task: regression)")
     arrays = simple_arrays()
     path = save_npz(tmp_path / "t.npz", **dict(arrays, y_test=np.full(6, 0.25, "float32")))
     assert data_error(lambda: load(npz_cfg(path), 0)) == (
-        "y_test holds float32 values that are not whole numbers: expected integer class "
+        f"{path}: y_test holds float32 values that are not whole numbers: expected integer class "
         "labels 0..N-1 (or dataset.task: regression)")
 
 
@@ -398,10 +398,10 @@ def test_negative_labels(tmp_path):
     arrays = simple_arrays()
     path = save_npz(tmp_path / "a.npz", **dict(arrays, y_train=arrays["y_train"] - 1))
     assert data_error(lambda: load(npz_cfg(path), 0)) == (
-        "y_train holds the label -1: expected class labels 0..N-1")
+        f"{path}: y_train holds the label -1: expected class labels 0..N-1")
     path = save_npz(tmp_path / "b.npz", **dict(arrays, y_test=arrays["y_test"] - 3))
     assert data_error(lambda: load(npz_cfg(path), 0)) == (
-        "y_test holds the label -3: expected class labels 0..N-1")
+        f"{path}: y_test holds the label -3: expected class labels 0..N-1")
 
 
 def _empty_npz(folder: Path) -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlmine.data.base import DataInfo, Source
+from dlmine.data.base import DataInfo, Source, check_classes
+from dlmine.data.files import check_finite, check_regular_file
 from dlmine.data.npzfile import PICKLED, npz_headers, read_input_array, read_npz
 from dlmine.errors import DataError, UsageError
 
@@ -42,9 +43,10 @@ class ArraySource(Source):
                              ".npz file (array x, x_test or x_train) or an .npy file")
         return read_input_array(path)
 
-    def check_input(self, x: np.ndarray, sample_shape: tuple, source: str) -> np.ndarray:
-        """`x` as a batch of samples of `sample_shape` (one sample alone is a batch of one)."""
-        sample_shape = tuple(sample_shape)
+    def check_input(self, x: np.ndarray, prep, source: str, warn=None) -> np.ndarray:
+        """`x` as a batch of finite samples of the run's sample shape (one sample alone is a
+        batch of one)."""
+        sample_shape = tuple(prep.sample_shape)
         if x.dtype.kind not in "biuf":
             kind = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}
             raise DataError(f"{source} holds {kind.get(x.dtype.kind, 'non-numeric values')} "
@@ -59,6 +61,7 @@ class ArraySource(Source):
         if len(x) == 0:
             raise DataError(f"{source} holds no samples; expected at least one of shape "
                             f"{sample_shape}")
+        check_finite(x, "x", source)
         return x
 
 
@@ -83,7 +86,11 @@ class NpzSource(ArraySource):
         return _describe_npz(Path(self.cfg.path), self.cfg.task)
 
     def read(self) -> dict:
-        return read_npz(Path(self.cfg.path))
+        arrays = read_npz(Path(self.cfg.path))
+        for key in ("x_train", "x_test"):
+            if key in arrays:
+                check_finite(arrays[key], key, self.cfg.path)
+        return arrays
 
 
 def _load_digits() -> dict:
@@ -126,8 +133,7 @@ def _download_failed(name: str, exc: Exception) -> str:
 
 
 def _describe_npz(path: Path, task: str) -> DataInfo:
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    check_regular_file(path, "an .npz file")
     header = npz_headers(path)  # "not a readable .npz file" when it is not one
     if "x_train" not in header:
         raise DataError(f"{path}: missing array x_train; expected x_train, y_train and "
@@ -142,14 +148,16 @@ def _describe_npz(path: Path, task: str) -> DataInfo:
     if task == "classification":
         try:
             with np.load(path, allow_pickle=False) as npz:
-                labels = [npz[k].reshape(-1) for k in ("y_train", "y_test") if k in npz.files]
+                labels = {k: npz[k].reshape(-1) for k in ("y_train", "y_test") if k in npz.files}
                 if "class_names" in npz.files:
                     names = [str(n) for n in npz["class_names"]]
         except ValueError as exc:
             if "allow_pickle" in str(exc):
                 raise DataError(PICKLED.format(path=path)) from None
             raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-        labels = [y for y in labels if len(y) and np.issubdtype(y.dtype, np.number)]
-        classes = max(int(np.max(y)) + 1 for y in labels) if labels else None
+        labels = {k: y for k, y in labels.items() if len(y) and np.issubdtype(y.dtype, np.number)}
+        if "y_train" in labels:
+            check_classes(labels["y_train"], path, "y_train")
+        classes = max(int(np.max(y)) + 1 for y in labels.values()) if labels else None
         names = names or [str(i) for i in range(classes or 0)]
     return DataInfo(tuple(shape[1:]), classes, names)

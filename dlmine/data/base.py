@@ -16,7 +16,10 @@ import numpy as np
 
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config, DatasetConfig
+from dlmine.data.files import check_finite
 from dlmine.errors import DataError
+
+NEEDS_TWO = "classification needs at least 2 classes (or set dataset.task: regression)"
 
 
 @dataclass
@@ -118,6 +121,8 @@ class Source:
         cfg = self.cfg
         arrays = self.read()
         x_train, y_train = arrays["x_train"], self.labels(arrays["y_train"], "y_train")
+        if cfg.task == "classification":
+            check_classes(y_train, self.origin(), "y_train")
         if "x_test" in arrays:
             x_test, y_test = arrays["x_test"], self.labels(arrays["y_test"], "y_test")
         else:
@@ -151,22 +156,29 @@ class Source:
         """The DataInfo of a training split cut from these data (a k-fold part)."""
         return info
 
+    def origin(self) -> str:
+        """Where the data come from, as messages name it: the file, or the built-in dataset."""
+        return str(self.cfg.path) if self.cfg.path else f"dataset '{self.cfg.name}'"
+
     def labels(self, y: np.ndarray, key: str) -> np.ndarray:
-        """Integer class labels 0..N-1 (or float targets for regression), checked."""
+        """Integer class labels 0..N-1 (or finite float targets for regression), checked."""
+        where = self.origin()
         if self.cfg.task == "regression":
+            if np.issubdtype(y.dtype, np.floating):
+                check_finite(y, key, where)
             return y.astype("float32")
         y = y.reshape(len(y), -1)
         if y.shape[1] != 1:
-            raise DataError(f"{key} has shape {y.shape}: expected one integer class label per "
+            raise DataError(f"{where}: {key} has shape {y.shape}: expected one integer class label per "
                             "sample (one-hot labels are made by preprocessing.labels: onehot)")
         y = y[:, 0]
         if not np.issubdtype(y.dtype, np.integer):
             if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-                raise DataError(f"{key} holds {y.dtype} values that are not whole numbers: "
+                raise DataError(f"{where}: {key} holds {y.dtype} values that are not whole numbers: "
                                 "expected integer class labels 0..N-1 (or dataset.task: "
                                 "regression)")
         if len(y) and y.min() < 0:
-            raise DataError(f"{key} holds the label {y.min()}: expected class labels 0..N-1")
+            raise DataError(f"{where}: {key} holds the label {y.min()}: expected class labels 0..N-1")
         return y.astype("int64")
 
     def head(self, x, n: int):
@@ -190,8 +202,8 @@ class Source:
         if stratify is not None and min(held, len(x) - held) < classes:
             stratify = None  # a side with fewer samples than classes cannot be stratified
         if len(x) - held < 1:
-            raise DataError(f"dataset '{self.cfg.name}' has {len(x)} samples, too few to hold "
-                            f"out {fraction} of them")
+            raise DataError(f"{self.origin()}: {len(x)} samples, too few to hold out {fraction} "
+                            "of them")
         return train_test_split(x, y, test_size=held, random_state=seed, stratify=stratify)
 
     def fingerprint(self, *arrays) -> str:
@@ -243,8 +255,10 @@ class Source:
         """The raw inputs in a `predict` INPUT, before preprocessing."""
         raise NotImplementedError
 
-    def check_input(self, x, sample_shape: tuple, source: str):
-        """`predict` input as a batch of samples, or a `DataError` (expected vs received)."""
+    def check_input(self, x, prep, source: str, warn=None):
+        """`predict` input as a batch of samples the run's preprocessor `prep` takes, or a
+        `DataError` naming `source` (expected vs received); `warn(message)` says what was
+        changed (a table's imputed cells)."""
         return x
 
 
@@ -259,3 +273,10 @@ def class_folders(path: Path, known: list | None, kind: str) -> list[str]:
         raise DataError(f"{path}: class folder '{extra}' is not a class of the training data "
                         f"({', '.join(known)})")
     return known or names
+
+
+def check_classes(y: np.ndarray, origin, key: str) -> None:
+    """Refuse training labels of one class only: nothing to tell apart."""
+    present = np.unique(y)
+    if len(present) == 1:
+        raise DataError(f"{origin}: {key} holds one class only ({present[0]}); {NEEDS_TWO}")

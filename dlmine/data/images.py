@@ -9,6 +9,7 @@ import numpy as np
 from dlmine.config.schema import DatasetConfig
 from dlmine.data.arrays import ArraySource
 from dlmine.data.base import DataInfo, class_folders
+from dlmine.data.files import check_regular_file
 from dlmine.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -28,6 +29,8 @@ class ImageSource(ArraySource):
         """One image file, or a folder of images, resized as in training."""
         paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
             if path.is_dir() else [path]
+        if not path.is_dir():
+            check_regular_file(path, "an image file or a folder of images")
         if not paths:
             raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return read_images(paths, self.cfg.image_size, self.cfg.color_mode)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlmine.data.files import check_regular_file
 from dlmine.errors import DataError
 
 PICKLED = ("{path}: holds Python objects (pickled arrays), which dlmine does not load; save "
@@ -19,8 +20,7 @@ INPUT_ARRAYS = ("x", "x_test", "x_train")  # the first one present in a predict 
 
 
 def read_npz(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    check_regular_file(path, "an .npz file")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a readable .npz file (File is not a zip file)")
     try:
@@ -73,11 +73,10 @@ def npz_headers(path: Path) -> dict:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-
-
 def read_input_array(path: Path) -> np.ndarray:
     """The samples of a `predict` input: an `.npz` (its first array of `INPUT_ARRAYS`) or an
     `.npy` file."""
+    check_regular_file(path, "an .npz or .npy file")
     if path.suffix.lower() == ".npy":
         try:
             return np.load(path, allow_pickle=False)

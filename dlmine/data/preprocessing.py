@@ -17,6 +17,7 @@ from dlmine.config.schema import PreprocessingConfig, TextConfig
 from dlmine.data.shards import ShardSet, statistics
 from dlmine.data.tabular import TableEncoder
 from dlmine.errors import DataError
+from dlmine.rundir import json_text
 
 STATE_JSON = "preprocessing.json"
 STATE_NPZ = "preprocessing.npz"
@@ -135,7 +136,7 @@ class Preprocessor:
         if self.encoder is not None:
             meta["columns"] = self.encoder.kinds
             meta["encoder"] = self.encoder.state
-        files = {STATE_JSON: (json.dumps(meta, indent=2) + "\n").encode()}
+        files = {STATE_JSON: json_text(meta, Path(STATE_JSON)).encode()}
         if self.mean is not None:
             buffer = io.BytesIO()
             np.savez(buffer, mean=self.mean, std=self.std)

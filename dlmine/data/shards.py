@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dlmine.data.arrays import ArraySource
-from dlmine.data.base import DataInfo
+from dlmine.data.base import DataInfo, check_classes
+from dlmine.data.files import check_finite
 from dlmine.data.npzfile import PICKLED, npz_headers
 from dlmine.errors import DataError
 
@@ -174,12 +175,18 @@ def describe_shards(folder: Path) -> tuple:
 
 
 def fingerprint(files: list[Path], digest) -> None:
-    """Feed every shard's bytes to `digest`, a megabyte at a time."""
+    """Feed every shard's bytes to `digest`, a megabyte at a time, and check that its inputs
+    are finite (the one pass that reads every shard before training, one shard at a time)."""
     for path in files:
         digest.update(path.name.encode())
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+        floats = [k for k, (_, dtype) in npz_headers(path).items()
+                  if k in ("x_train", "x_test") and dtype.kind == "f"]
+        with np.load(path, allow_pickle=False) as npz:
+            for key in floats:  # integers are finite: not read
+                check_finite(npz[key], key, path)
 
 
 def statistics(x: ShardSet, scaled: Callable, per_feature: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +265,8 @@ def _describe_shards(folder: Path, task: str) -> DataInfo:
     arrays = read_shards(folder)
     labels = [arrays[k].reshape(-1) for k in ("y_train", "y_test") if k in arrays]
     labels = [y for y in labels if len(y) and np.issubdtype(y.dtype, np.number)]
+    if np.issubdtype(arrays["y_train"].dtype, np.number):
+        check_classes(arrays["y_train"], folder, "y_train")
     classes = max(int(np.max(y)) + 1 for y in labels) if labels else None  # else load() says
     names = arrays.get("class_names") or [str(i) for i in range(classes or 0)]
     return DataInfo(tuple(shape), classes, names)

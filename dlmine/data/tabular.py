@@ -11,12 +11,16 @@ directory, so `evaluate` and `predict` take raw columns.
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
 from dlmine.config.loading import valid_list
 from dlmine.config.schema import COLUMN_KINDS
+from dlmine.data.files import CHUNK, FLOAT32_MAX, check_regular_file, utf8_error
 from dlmine.errors import DataError
 
 KINDS = COLUMN_KINDS
@@ -26,8 +30,7 @@ def read_table(path: Path, fmt: str):
     """Read a CSV or Parquet file into a DataFrame, with clear messages for bad files."""
     import pandas as pd
 
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    check_regular_file(path, "a Parquet file" if fmt == "parquet" else "a CSV file")
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
@@ -35,12 +38,47 @@ def read_table(path: Path, fmt: str):
             frame = pd.read_csv(path, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows") from None
+    except UnicodeDecodeError:  # pandas' offset counts from its chunk, not from the file
+        raise DataError(_not_utf8(path)) from None
     except Exception as exc:  # pandas and pyarrow raise many kinds for unreadable files
         raise DataError(f"{path}: cannot read it as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+    frame = frame.copy()  # one block per dtype: pandas reads one per column, slow to slice
+    frame.columns = [str(c) for c in frame.columns]
+    check_unique(list(frame.columns) if fmt == "parquet" else _csv_header(path), path)
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
-    frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names as the file spells them (pandas renames a second `a` to `a.1`)."""
+    with open(path, "rb") as handle:  # the first line only: the rest may not be UTF-8
+        first = handle.readline().decode("utf-8-sig")
+    return next(csv.reader([first], skipinitialspace=True), [])
+
+
+def _not_utf8(path: Path) -> str:
+    line, _, byte, before = utf8_error(path)
+    index = len(next(csv.reader([before], skipinitialspace=True), [""]))  # fields begun
+    problem = f"not valid UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
+    if line == 1:
+        return f"{path}: the header, column {index}: {problem}"
+    names = _csv_header(path)
+    column = f"column '{names[index - 1]}'" if index <= len(names) else f"column {index}"
+    return f"{path}: {column}, row {line}: {problem}"
+
+
+def check_unique(names: list[str], path: Path) -> None:
+    """Refuse a header that names a column twice: which one would the config mean?"""
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(names, 1):
+        positions.setdefault(name, []).append(position)
+    for name, where in positions.items():
+        if len(where) > 1:
+            times = "twice" if len(where) == 2 else f"{len(where)} times"
+            listed = ", ".join(map(str, where[:-1])) + f" and {where[-1]}"
+            raise DataError(f"{path}: the header names column '{name}' {times} (columns "
+                            f"{listed}); column names must be unique")
 
 
 def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
@@ -53,18 +91,23 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
     Raises:
         DataError: the target or a named column is not in the file.
     """
+    import pandas as pd
+
     names = list(frame.columns)
-    if target is not None and target not in names:
+    present = set(names)
+    if target is not None and target not in present:
         raise DataError(f"{path}: target column '{target}' not found"
                         + valid_list(target, names, "Columns"))
     if columns:
-        missing = [c for c in columns if c not in names]
+        missing = [c for c in columns if c not in present]
         if missing:
             raise DataError(f"{path}: column '{missing[0]}' named in dataset.columns is not in the "
                             "file" + valid_list(missing[0], names, "Columns"))
         chosen = {c: k for c, k in columns.items() if k != "ignore" and c != target}
     else:
-        chosen = {c: _infer_kind(frame[c]) for c in names if c != target}
+        numeric = map(pd.api.types.is_numeric_dtype, frame.dtypes)
+        chosen = {c: "numeric" if n else "categorical"
+                  for c, n in zip(names, numeric, strict=True) if c != target}
     if encoding == "embedding":
         chosen = {c: "embedding" if k == "categorical" else k for c, k in chosen.items()}
     if not chosen:
@@ -72,42 +115,91 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
     return chosen
 
 
-def _infer_kind(series) -> str:
-    import pandas as pd
+def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bool = False,
+                 warn: Callable[[str], None] | None = None):
+    """Refuse non-numbers, infinities and values beyond float32 range in numeric columns and,
+    unless `missing` says otherwise, missing values.
 
-    return "numeric" if pd.api.types.is_numeric_dtype(series) else "categorical"
-
-
-def check_values(frame, path: Path, kinds: dict, missing: str):
-    """Refuse non-numbers in numeric columns and, unless asked, missing values.
+    Args:
+        predict: the frame is `predict` input of a run trained with `missing`: missing values
+            are refused (`error`, `drop`: no row is left out of the predictions) or imputed
+            and said so by `warn` (`impute`).
 
     Returns:
-        The frame, with rows holding missing values dropped when `missing: drop`.
+        The frame, numeric columns as numbers; rows holding missing values dropped when
+        training with `missing: drop`.
     """
+    numeric = [c for c, k in kinds.items() if k == "numeric"]
+    hint = "" if predict else ("; mark it `categorical` in dataset.columns if it holds "
+                               "categories")
+    frame = _as_numbers(frame, path, numeric, hint)
+    for offset, block in _numeric_blocks(frame, numeric):
+        _check_range(block, path, numeric[offset:])
+    columns = list(kinds)
+    holes = frame[columns].isna()
+    rows = holes.any(axis=1).to_numpy()
+    if not rows.any() or (missing == "drop" and not predict):
+        return frame[~rows].reset_index(drop=True) if rows.any() else frame
+    row = int(np.argmax(rows))
+    column = columns[int(np.argmax(holes.iloc[row].to_numpy()))]
+    where = f"{path}: column '{column}', row {row + 2}"
+    if not predict and missing == "error":
+        raise DataError(f"{path}: {int(rows.sum())} row(s) have missing values (first: row "
+                        f"{row + 2}, column '{column}'); set dataset.missing: impute (numeric: "
+                        "the training mean, categorical: its own category) or drop")
+    if predict and missing != "impute":
+        raise DataError(f"{where}: the value is missing (this run was trained with "
+                        f"dataset.missing: {missing})")
+    if predict and warn is not None:
+        how = ("imputed with the training mean" if kinds[column] == "numeric"
+               else "read as the category of missing values")
+        count = int(holes.to_numpy().sum())
+        more = f"; {count - 1} more missing value(s) likewise" if count > 1 else ""
+        warn(f"{where}: the value is missing; {how} (dataset.missing: impute){more}")
+    return frame
+
+
+def _as_numbers(frame, path, numeric: list[str], hint: str):
+    """The frame with its numeric columns of text (a word, an empty cell) read as numbers."""
     import pandas as pd
 
-    for column, kind in kinds.items():
-        if kind != "numeric":
-            continue
+    types = dict(zip(frame.columns, frame.dtypes, strict=True))
+    for column in [c for c in numeric if not pd.api.types.is_numeric_dtype(types[c])]:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         bad = numbers.isna() & frame[column].notna()
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
             raise DataError(f"{path}: column '{column}', row {row + 2}: "
-                            f"{frame[column].iloc[row]!r} is not a number (the column is numeric; "
-                            "mark it `categorical` in dataset.columns if it holds categories)")
+                            f"{frame[column].iloc[row]!r} is not a number (the column is "
+                            f"numeric{hint})")
         frame[column] = numbers
-    holes = frame[list(kinds)].isna().any(axis=1)
-    if holes.any():
-        if missing == "drop":
-            return frame[~holes].reset_index(drop=True)
-        if missing == "error":
-            row = int(np.argmax(holes.to_numpy()))
-            column = next(c for c in kinds if pd.isna(frame[c].iloc[row]))
-            raise DataError(f"{path}: {int(holes.sum())} row(s) have missing values (first: row "
-                            f"{row + 2}, column '{column}'); set dataset.missing: impute (numeric: "
-                            "the training mean, categorical: its own category) or drop")
     return frame
+
+
+def _numeric_blocks(frame, numeric: list[str]):
+    """`(offset, float64 block)` of the numeric columns, a few columns at a time: one 2-D
+    array per block, never a pandas loop per column, and never a copy of the whole frame."""
+    step = max(1, CHUNK // max(len(frame), 1))
+    for offset in range(0, len(numeric), step):
+        yield offset, frame[numeric[offset:offset + step]].to_numpy(dtype="float64")
+
+
+def _check_range(block: np.ndarray, path, names: list[str]) -> None:
+    """Refuse an infinity or a number float32 cannot hold (missing values are NaN: checked
+    elsewhere), naming the first in the file's order."""
+    bad = np.abs(block) > FLOAT32_MAX
+    if not bad.any():
+        return
+    row, column = np.argwhere(bad)[0]  # row-major: the first row, then its first column
+    value = float(block[row, column])
+    what = ("is not a finite number" if np.isinf(value)
+            else "is beyond the range of 32-bit floats")
+    raise DataError(f"{path}: column '{names[column]}', row {row + 2}: {value!r} {what}")
+
+
+def check_targets(numbers, path, target: str) -> None:
+    """Regression targets: finite and within float32 range."""
+    _check_range(numbers.to_numpy(dtype="float64")[:, None], path, [target])
 
 
 class TableEncoder:
@@ -118,18 +210,20 @@ class TableEncoder:
         self.state = state or {}
 
     def fit(self, frame) -> TableEncoder:
+        numeric = [c for c, k in self.kinds.items() if k == "numeric"]
         state = {}
+        for offset, block in _numeric_blocks(frame, numeric):
+            counts = (~np.isnan(block)).sum(axis=0)
+            means = np.where(counts > 0, np.nansum(block, axis=0) / np.maximum(counts, 1), 0.0)
+            spread = np.nansum((block - means) ** 2, axis=0) / np.maximum(counts, 1)
+            stds = np.where((counts > 1) & (np.sqrt(spread) > 1e-12), np.sqrt(spread), 1.0)
+            for column, mean, std in zip(numeric[offset:], means, stds, strict=False):
+                state[column] = {"mean": float(mean), "std": float(std)}
         for column, kind in self.kinds.items():
-            values = frame[column]
-            if kind == "numeric":
-                numbers = values.astype("float64")
-                mean = float(numbers.mean()) if numbers.notna().any() else 0.0
-                std = float(numbers.std(ddof=0)) if numbers.notna().sum() > 1 else 1.0
-                state[column] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
-            else:
-                vocab = sorted({category(v) for v in values}, key=str)
-                state[column] = {"vocabulary": vocab}
-        self.state = state
+            if kind != "numeric":
+                state[column] = {"vocabulary": sorted({category(v) for v in frame[column]},
+                                                      key=str)}
+        self.state = {column: state[column] for column in self.kinds}
         return self
 
     def width(self) -> int:
@@ -144,21 +238,24 @@ class TableEncoder:
         return {"dense": self.width() - len(embedded), "embedded": embedded}
 
     def transform(self, frame) -> np.ndarray:
-        missing = [c for c in self.kinds if c not in frame.columns]
-        if missing:
-            raise DataError(f"the input lacks column '{missing[0]}'; this run was trained on the "
-                            f"columns {', '.join(self.kinds)}")
-        parts, codes = [], []
-        for column, kind in self.kinds.items():
-            info = self.state[column]
+        """Checked columns (`check_values`) -> the encoded rows, in the order of `kinds`
+        (consecutive numeric columns as one block), embedded codes last."""
+        numeric = [c for c, k in self.kinds.items() if k == "numeric"]
+        block = np.zeros((len(frame), 0))
+        if numeric:
+            means = np.array([self.state[c]["mean"] for c in numeric])
+            stds = np.array([self.state[c]["std"] for c in numeric])
+            block = frame[numeric].to_numpy(dtype="float64")
+            block = (np.where(np.isnan(block), means, block) - means) / stds
+        parts, codes, done = [], [], 0
+        for kind, group in groupby(self.kinds.items(), key=lambda item: item[1]):
+            names = [column for column, _ in group]
             if kind == "numeric":
-                import pandas as pd
-
-                numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-                numbers = numbers.fillna(info["mean"]).to_numpy()
-                parts.append(((numbers - info["mean"]) / info["std"])[:, None])
-            else:
-                index = {v: i for i, v in enumerate(info["vocabulary"])}
+                parts.append(block[:, done:done + len(names)])
+                done += len(names)
+                continue
+            for column in names:
+                index = {v: i for i, v in enumerate(self.state[column]["vocabulary"])}
                 unknown = len(index)  # the slot of values never seen in training
                 code = np.array([index.get(category(v), unknown) for v in frame[column]],
                                 dtype="int64")

@@ -15,7 +15,8 @@ import numpy as np
 from dlmine.config.loading import Sources, valid_list
 from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data import tabular
-from dlmine.data.base import DataInfo, Source, class_folders
+from dlmine.data.base import NEEDS_TWO, DataInfo, Source, class_folders
+from dlmine.data.files import read_utf8
 from dlmine.errors import ConfigError, DataError
 
 
@@ -68,7 +69,7 @@ class TextSource(Source):
         """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV with
         the text column."""
         if path.is_dir():
-            texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
+            texts = [read_utf8(p, "a .txt file") for p in sorted(path.glob("*.txt"))]
         elif path.suffix.lower() == ".csv":
             frame = tabular.read_table(path, "csv")
             column = self.cfg.text_column or "text"
@@ -77,7 +78,7 @@ class TextSource(Source):
                                 f"received the columns {', '.join(frame.columns)}")
             texts = frame[column].fillna("").astype(str).tolist()
         else:
-            texts = [path.read_text(encoding="utf-8")]
+            texts = [read_utf8(path, "a .txt file")]
         if not texts:
             raise DataError(f"{path}: no texts (.txt files) to predict")
         return np.asarray(texts, dtype=str)
@@ -116,6 +117,9 @@ def _text_csv(path: Path, cfg: DatasetConfig, known: list | None):
                             + valid_list(column, list(frame.columns), "Columns"))
     texts = frame[cfg.text_column].fillna("").astype(str).to_numpy(dtype=object)
     labels = [tabular.category(v) for v in frame[target]]
+    if known is None and cfg.task == "classification" and len(set(labels)) == 1:
+        raise DataError(f"{path}: the label column '{target}' holds one class only "
+                        f"({labels[0]!r}); {NEEDS_TWO}")
     names = known or sorted(set(labels))
     unknown = sorted(set(labels) - set(names))
     if unknown:

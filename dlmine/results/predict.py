@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
@@ -67,7 +68,7 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]
     path = Path(input_path)
     if not path.exists():
         raise UsageError(f"input not found: {path}")
-    x = source.check_input(source.read_input(path), prep.sample_shape, str(input_path))
+    x = source.check_input(source.read_input(path), prep, str(input_path), Reporter().warn)
     model = load_checkpoint(run, checkpoint)
     outputs = predict_outputs(model, prep.transform_x(x), cfg)
     return records(outputs, prep.task, class_names(run, outputs.shape[-1]))
