@@ -39,6 +39,11 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     # Inside the strategy's scope, the variables are mirrored on every replica; after
     # clear_session, which would drop the scope.
     with distribution_scope(cfg.training.distribution):
+        if cfg.model.recommender is not None:
+            from dlmine.model.recommenders import build_recommender
+
+            keras.mixed_precision.set_global_policy("float32")  # embedding lookups: no gain
+            return build_recommender(cfg, src, info)
         inputs, x = source.input_layers(cfg, src, input_shape, info)
         for path, item in stacked_layers(cfg):
             layer = make_layer(item, path, catalogue, src, problems)
