@@ -310,7 +310,7 @@ def resolve(cfg: Config, default_name: str) -> None:
     if training.loss == "auto":
         training.loss = _auto_loss(cfg)
     if training.metrics is None and cfg.dataset.task in RECOMMENDER_TASKS:
-        training.metrics = ["root_mean_squared_error"] if cfg.dataset.task == "rating" else []
+        training.metrics = ["mean_absolute_error"] if cfg.dataset.task == "rating" else []
     if training.metrics is None:
         classify = cfg.dataset.task == "classification"
         training.metrics = ["accuracy"] if classify else ["mean_absolute_error"]

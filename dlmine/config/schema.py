@@ -90,6 +90,10 @@ class InteractionsConfig:
         "Ranking: each held-out positive is ranked against this many sampled items the user "
         "never interacted with (99: the NCF paper's protocol), besides the full ranking "
         "against every item not seen in training.", 99, check=_positive)
+    items: str | None = doc(
+        "A CSV or Parquet table of the items, keyed by the `item` column; `recommend` and "
+        "`similar` show its other columns (a title) beside each item. Relative to the config "
+        "file's folder; null: none.")
     top_k: list[int] = doc(
         "Ranking: the K of HR@K, NDCG@K, Recall@K and coverage@K.",
         factory=lambda: [10], check=_positive_list)

@@ -90,7 +90,6 @@ class InteractionsSource(Source):
         if self.cfg.task != "ranking":
             return super().training_batches(x, y, batch_size, seed, shuffle, first_epoch)
         from dlmine.data.negatives import NegativeSampled
-
         from dlmine.results.recommend_metrics import RankingValidation
 
         batches = NegativeSampled(x, batch_size, seed, self.cfg.interactions.negatives,
@@ -102,7 +101,7 @@ class InteractionsSource(Source):
         return batches
 
     def evaluate(self, model, x, y, cfg, batch_size: int) -> dict | None:
-        from dlmine.results.recommend_metrics import evaluate_rating, evaluate_ranking
+        from dlmine.results.recommend_metrics import evaluate_ranking, evaluate_rating
 
         if cfg.dataset.task == "rating":
             return evaluate_rating(model, x, y, self.rating_range)
