@@ -45,6 +45,7 @@ def ranking_peers(config: Path) -> list[tuple]:
     splits = source.load(cfg.seed)
     users, items = source.users_count, source.items_count
     train = np.concatenate([splits.x_train] + ([splits.x_val] if splits.x_val is not None else []))
+    train = train[(train[:, 0] < users) & (train[:, 1] < items)]  # validation's unseen ids
     matrix = csr_matrix((np.ones(len(train), "float32"), (train[:, 0], train[:, 1])),
                         shape=(users, items))
     test = splits.x_test[(splits.x_test[:, 0] < users) & (splits.x_test[:, 1] < items)]

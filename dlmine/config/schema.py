@@ -210,7 +210,10 @@ class RecommenderConfig:
     mlp: list[Any] = doc(
         "`ncf` and `neumf`: the layers over the concatenated embeddings, written like "
         "`model.layers`, e.g. `- Dense: {units: 64, activation: relu}`.", factory=list)
-    l2: float = doc("L2 penalty of the embeddings (and biases).", 0.0, check=_non_negative)
+    l2: float = doc(
+        "L2 penalty of the embeddings (and biases) looked up for each interaction, averaged "
+        "over the batch (as `reg` of SGD matrix factorisation, e.g. Surprise's 0.02).", 0.0,
+        check=_non_negative)
 
 
 @dataclass

@@ -38,8 +38,11 @@ def build_recommender(cfg: Config, src: Sources, info):
     def embedding(name, rows, size):
         reg = keras.regularizers.L2(rec.l2) if rec.l2 else None
         init = "zeros" if size == 1 else keras.initializers.RandomNormal(stddev=0.05)
+        # penalising the looked-up rows (Keras divides by the batch size) is the per-interaction
+        # penalty of SGD matrix factorisation; a penalty on the whole table would shrink rare
+        # ids' rows at every step
         layer = keras.layers.Embedding(rows, size, embeddings_initializer=init,
-                                       embeddings_regularizer=reg, name=name)
+                                       activity_regularizer=reg, name=name)
         return keras.layers.Flatten(name=f"{name}_flat")(layer(user if "user" in name else item))
 
     parts = []
