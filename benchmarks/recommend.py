@@ -20,8 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from dlmine.config import load_config  # noqa: E402
 from dlmine.data import source_for  # noqa: E402
-from dlmine.results.recommend_metrics import (candidates_for, full_ranking, ranks_metrics,  # noqa: E402
-                                              sampled_ranks)
+from dlmine.results.recommend_metrics import candidates_for, full_ranking, ranks_metrics, sampled_ranks  # noqa: E402
 
 BEGIN, END = "<!-- recommend-benchmark -->", "<!-- end of recommend-benchmark -->"
 
