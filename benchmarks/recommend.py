@@ -1,7 +1,8 @@
 """dlmine's recommenders against Surprise and implicit on MovieLens-100K, on the same splits.
 
 The splits and the ranking candidates are dlmine's own (`InteractionsSource.load`,
-`candidates_for`), so every model is scored on the same held-out rows and the same 99
+`candidates_for`): every model trains on the same training split (dlmine's validation
+split only picks its best epoch) and is scored on the same held-out rows and the same 99
 sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 (between the recommender markers). `make movielens` first.
 """
@@ -43,8 +44,7 @@ def ranking_peers(config: Path) -> list[tuple]:
     source = source_for(cfg.dataset)
     splits = source.load(cfg.seed)
     users, items = source.users_count, source.items_count
-    train = np.concatenate([splits.x_train] + ([splits.x_val] if splits.x_val is not None else []))
-    train = train[(train[:, 0] < users) & (train[:, 1] < items)]  # validation's unseen ids
+    train = splits.x_train  # what dlmine trains on (validation only picks its epoch)
     matrix = csr_matrix((np.ones(len(train), "float32"), (train[:, 0], train[:, 1])),
                         shape=(users, items))
     test = splits.x_test[(splits.x_test[:, 0] < users) & (splits.x_test[:, 1] < items)]
@@ -91,8 +91,7 @@ def rating_peer(config: Path) -> tuple:
     cfg = load_config(config).config
     source = source_for(cfg.dataset)
     splits = source.load(cfg.seed)
-    train = np.concatenate([splits.x_train] + ([splits.x_val] if splits.x_val is not None else []))
-    y = np.concatenate([splits.y_train] + ([splits.y_val] if splits.y_val is not None else []))
+    train, y = splits.x_train, splits.y_train  # what dlmine trains on
     import pandas as pd
 
     started = time.time()
