@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from dlmine.cli import main
 from dlmine.config import load_config
 from dlmine.data import source_for
-from dlmine.data.negatives import NegativeSampled, is_member, pair_keys
+from dlmine.data.negative_batches import NegativeSampled
+from dlmine.data.sampling import is_member, pair_keys
 from dlmine.errors import DataError
 from dlmine.results.recommend_metrics import full_ranking, ranks_metrics, sampled_ranks
 

@@ -10,6 +10,7 @@ from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
 from dlmine.errors import UsageError
 from dlmine.results.predict import output_format, render
+from dlmine.results.recommend import Recommender
 from dlmine.rundir import atomic_write
 
 OUTPUT = click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -38,8 +39,6 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
     fmt = output_format(output)
     users = [user] if user is not None else _read_users(users_file)
     import_keras(debug())
-    from dlmine.results.recommend import Recommender
-
     rows = Recommender(run_dir, checkpoint).recommend(users, k, include_seen, cold_start)
     _write(rows, fmt, output, "recommendations")
 
@@ -54,8 +53,6 @@ def similar(run_dir, item, k, output, checkpoint) -> None:
     """The items nearest to an item (--item) by a recommender run's learned item vectors."""
     fmt = output_format(output)
     import_keras(debug())
-    from dlmine.results.recommend import Recommender
-
     rows = Recommender(run_dir, checkpoint).similar(item, k)
     _write(rows, fmt, output, "similar items")
 

@@ -21,6 +21,7 @@ from dlmine.config.schema import DatasetConfig
 from dlmine.data import tabular
 from dlmine.data.base import DataInfo, Source, Splits
 from dlmine.errors import DataError, UsageError
+from dlmine.results.recommend_metrics import RankingValidation, evaluate_ranking, evaluate_rating
 
 
 @dataclass
@@ -89,9 +90,7 @@ class InteractionsSource(Source):
                          first_epoch: int, sample_weight=None):
         if self.cfg.task != "ranking":
             return super().training_batches(x, y, batch_size, seed, shuffle, first_epoch)
-        from dlmine.data.negatives import NegativeSampled
-        from dlmine.results.recommend_metrics import RankingValidation
-
+        from dlmine.data.negative_batches import NegativeSampled
         batches = NegativeSampled(x, batch_size, seed, self.cfg.interactions.negatives,
                                   self.items_count, first_epoch)
         if self.validation is not None:
@@ -101,7 +100,6 @@ class InteractionsSource(Source):
         return batches
 
     def evaluate(self, model, x, y, cfg, batch_size: int) -> dict | None:
-        from dlmine.results.recommend_metrics import evaluate_ranking, evaluate_rating
 
         if cfg.dataset.task == "rating":
             return evaluate_rating(model, x, y, self.rating_range)

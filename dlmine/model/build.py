@@ -14,6 +14,7 @@ from dlmine.config.schema import Config
 from dlmine.errors import ConfigError, Problem
 from dlmine.model.catalogue import live
 from dlmine.model.checks import first_line, make_layer, parse_layer, stacked_layers
+from dlmine.model.recommenders import build_recommender
 from dlmine.model.registry import optimizer_registry
 
 
@@ -40,8 +41,6 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     # clear_session, which would drop the scope.
     with distribution_scope(cfg.training.distribution):
         if cfg.model.recommender is not None:
-            from dlmine.model.recommenders import build_recommender
-
             keras.mixed_precision.set_global_policy("float32")  # embedding lookups: no gain
             return build_recommender(cfg, src, info)
         inputs, x = source.input_layers(cfg, src, input_shape, info)

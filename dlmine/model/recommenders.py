@@ -15,6 +15,8 @@ import numpy as np
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError, Problem
+from dlmine.model.catalogue import live
+from dlmine.model.checks import first_line, make_layer, parse_layer
 
 SCORE_BATCH = 1 << 16
 
@@ -79,9 +81,6 @@ def build_recommender(cfg: Config, src: Sources, info):
 
 
 def _mlp(cfg: Config, src: Sources, x):
-    from dlmine.model.catalogue import live
-    from dlmine.model.checks import first_line, make_layer, parse_layer
-
     problems: list[Problem] = []
     for i, item in enumerate(cfg.model.recommender.mlp):
         path = ("model", "recommender", "mlp", i)

@@ -15,6 +15,7 @@ import numpy as np
 
 from dlmine.data import Preprocessor, source_for
 from dlmine.data.interactions import encode_ids
+from dlmine.data.tabular import read_table
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
 from dlmine.model.recommenders import score_users
@@ -128,8 +129,6 @@ def _items_table(cfg) -> dict:
     path = cfg.dataset.interactions.items
     if not path:
         return {}
-    from dlmine.data.tabular import read_table
-
     path = Path(path)
     frame = read_table(path, "parquet" if path.suffix.lower() == ".parquet" else "csv")
     key = cfg.dataset.interactions.item

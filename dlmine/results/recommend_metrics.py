@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlmine.data.negatives import is_member, sample_unseen
+from dlmine.data.sampling import is_member, sample_unseen
+from dlmine.model.recommenders import score_users
 
 SCORE_BATCH = 1 << 16  # (user, item) pairs per predict batch
 FULL_PAIRS = 1 << 21  # pairs scored at once in the full ranking
@@ -66,8 +67,6 @@ def rankable(x: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
 def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
                  top_k: list[int]) -> dict:
     """Full-ranking metrics of the held-out rows `x` against every item not interacted with."""
-    from dlmine.model.recommenders import score_users
-
     users, inverse = np.unique(x[:, 0], return_inverse=True)
     ranks = np.zeros(len(x), "int64")
     recalls, shown = [], np.zeros(num_items, bool)

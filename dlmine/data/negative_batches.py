@@ -3,8 +3,8 @@
 `NegativeSampled` feeds each epoch the training positives (label 1) and, per positive,
 `negatives` items outside the user's training positives (label 0), shuffled together.
 Everything an epoch holds comes from `numpy.random.default_rng([seed, epoch])`, so a
-resumed run feeds the same batches. `sample_unseen` is the one sampler, also used for
-the candidates of the sampled ranking evaluation.
+resumed run feeds the same batches. The sampler (`dlmine.data.sampling.sample_unseen`)
+also draws the candidates of the sampled ranking evaluation.
 """
 
 from __future__ import annotations
@@ -14,43 +14,7 @@ import math
 import keras
 import numpy as np
 
-from dlmine.data.batches import _EpochSync
-
-MAX_ROUNDS = 100  # redraws of a seen item; a user who has seen (almost) every item loses it
-
-
-def pair_keys(users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
-    return users.astype("int64") * num_items + items.astype("int64")
-
-
-def is_member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Whether each key is in `sorted_keys` (sorted, unique)."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
-def sample_unseen(users: np.ndarray, per_user: int, seen: np.ndarray, num_items: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """`(len(users), per_user)` items, each outside the user's `seen` pairs, or -1 where a
-    user has seen (almost) every item and no unseen item turned up.
-
-    Args:
-        users: user codes, one per row.
-        seen: sorted unique keys `user * num_items + item` (`pair_keys`).
-    """
-    items = rng.integers(0, num_items, size=(len(users), per_user))
-    flat_users = np.repeat(users, per_user)
-    bad = np.flatnonzero(is_member(pair_keys(flat_users, items.ravel(), num_items), seen))
-    flat = items.ravel()
-    for _ in range(MAX_ROUNDS):
-        if len(bad) == 0:
-            break
-        flat[bad] = rng.integers(0, num_items, size=len(bad))
-        bad = bad[is_member(pair_keys(flat_users[bad], flat[bad], num_items), seen)]
-    flat[bad] = -1
-    return flat.reshape(len(users), per_user)
+from dlmine.data.sampling import pair_keys, sample_unseen
 
 
 class NegativeSampled(keras.utils.PyDataset):
@@ -99,9 +63,16 @@ class NegativeSampled(keras.utils.PyDataset):
         return _SampledEpochs(self)
 
 
-class _SampledEpochs(_EpochSync):
+class _SampledEpochs(keras.callbacks.Callback):
     """Draws each epoch's negatives; at its end, adds the validation ranking metrics to the
     logs (`val_hr@10`, ...) before the callbacks after it see them."""
+
+    def __init__(self, dataset: NegativeSampled):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.dataset.validation is not None and logs is not None:
