@@ -7,7 +7,7 @@ DLMINE_DATA_DIR ?= $(abspath ../shared/data)
 TEST_WORKERS ?= 2
 export DLMINE_DATA_DIR
 
-.PHONY: demo test chromium lint docs bench gpu-wheels constraints clean
+.PHONY: demo test chromium lint docs bench movielens bench-recommend gpu-wheels constraints clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ docs: $(VENV)/.installed
 # ($DLMINE_DATA_DIR/mnist.npz); rewrites docs/benchmarks.md. Several minutes.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/vs_plain_keras.py
+
+# MovieLens-100K (from the recbole==1.2.1 wheel) as CSVs in data/movielens/ (git-ignored: its
+# licence forbids redistribution).
+movielens: $(VENV)/.installed
+	$(BIN)/python scripts/movielens.py
+
+# dlmine's recommenders against Surprise and implicit on MovieLens-100K; rewrites the
+# recommender section of docs/benchmarks.md.
+bench-recommend: movielens
+	$(BIN)/python benchmarks/recommend.py
 
 # Wheels of dlmine, Keras and their small dependencies, and mnist.npz, in .gpu-wheels/ (ignored
 # by git), for benchmarks/gpu_check.sh on a GPU machine with JAX and no package registry.

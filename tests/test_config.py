@@ -238,7 +238,8 @@ def test_all_problems_are_reported_at_once_in_reading_order(cli, here):
         "  cfg.yaml:10: model.layers[1].Dense.unit: Dense has no argument 'unit'; did you mean "
         "'units'? Valid: " + _dense_arguments() + "\n"
         "  cfg.yaml:12: dataset.name: expected one of: mnist, fashion_mnist, cifar10, cifar100, "
-        "digits, npz, csv, parquet, text, images, received 'mnst' (string); did you mean 'mnist'?\n"
+        "digits, npz, csv, parquet, text, images, interactions, received 'mnst' (string); did you "
+        "mean 'mnist'?\n"
         "  cfg.yaml:13: dataset.validation_split: expected a fraction in (0, 1), or null for no "
         "validation split, received 1.5 (number)\n"
         "  cfg.yaml:14: seed: expected an integer, received 'one' (string)\n")

@@ -40,6 +40,10 @@ COMMANDS = {
                 "differ and the metrics side by side."),
     "export": ("dlmine.cli.results:export", "Export a run's model, load it back and check it "
                "predicts the same; print its path."),
+    "recommend": ("dlmine.cli.recommend:recommend", "The top K items of a user (--user) or "
+                  "of many (--users FILE) from a recommender run."),
+    "similar": ("dlmine.cli.recommend:similar", "The items nearest to an item (--item) by a "
+                "recommender run's learned item vectors (cosine)."),
     "tune": ("dlmine.cli.tune:tune", "Search the tune: space of CONFIG with Optuna, one run per "
              "trial; print the study directory."),
 }

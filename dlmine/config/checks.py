@@ -30,13 +30,16 @@ def loss_name(loss: str) -> str:
 FILE_KINDS = {"npz": "the .npz file (or a folder of .npz shards)", "csv": "the CSV file",
               "parquet": "the Parquet file",
               "text": "a CSV file with a text column, or a folder of class folders",
-              "images": "a folder with one sub-folder of images per class"}
+              "images": "a folder with one sub-folder of images per class",
+              "interactions": "a CSV or Parquet file of user-item interactions"}
+RECOMMENDER_TASKS = ("rating", "ranking")
 
 
 def monitor_mode(monitor: str) -> str:
     """`max` for metrics that grow when better (accuracy, AUC, precision...), else `min`."""
     name = monitor.removeprefix("val_")
-    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou", "correlation")
+    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou", "correlation", "hr@",
+               "ndcg", "mrr", "coverage")
     return "max" if any(part in name for part in growing) else "min"
 
 
@@ -149,6 +152,11 @@ def check_optimizer(cfg: Config, src: Sources) -> list[Problem]:
 
 
 def check_layers_listed(cfg: Config, src: Sources) -> list[Problem]:
+    if cfg.model.recommender is not None:
+        if cfg.model.layers:
+            return [src.problem(("model", "layers"), "a model has either `layers` or "
+                                "`recommender`, not both; remove one")]
+        return []
     if not cfg.model.layers:
         return [src.problem(("model", "layers"), "expected at least one layer, such as "
                             "`- Dense: {units: 10, activation: softmax}`")]
@@ -180,6 +188,50 @@ def check_distribution_data(cfg: Config, src: Sources) -> list[Problem]:
                         "replicas, and strings have no mean; set distribution: none")]
 
 
+def check_interactions(cfg: Config, src: Sources) -> list[Problem]:
+    """Interactions go with a recommender and a rating or ranking task, and need the columns
+    their task and split read."""
+    ds, inter = cfg.dataset, cfg.dataset.interactions
+    recommends = ds.name == "interactions"
+    if recommends != (ds.task in RECOMMENDER_TASKS):
+        return [src.problem(("dataset", "task"), f"task: {ds.task} does not fit name: {ds.name}: "
+                            "interactions have task rating or ranking, other data "
+                            "classification or regression")]
+    if recommends != (cfg.model.recommender is not None):
+        return [src.problem(("model",), "interactions data train a `model.recommender` (type: mf, "
+                            "gmf, ncf or neumf), and other data `model.layers`")]
+    problems = []
+    if ds.task == "rating" and not inter.rating:
+        problems.append(src.problem(("dataset", "interactions"), "task: rating needs `rating:`, "
+                                    "the column of ratings"))
+    if inter.threshold is not None and not inter.rating:
+        problems.append(src.problem(("dataset", "interactions", "threshold"), "a threshold "
+                                    "reads the ratings: set `rating:` to their column"))
+    if inter.split in ("leave_last_out", "time") and not inter.timestamp:
+        problems.append(src.problem(("dataset", "interactions", "split"), f"split: "
+                                    f"{inter.split} orders interactions by time: set "
+                                    "`timestamp:` to their column"))
+    if inter.split == "time" and inter.cutoff is None:
+        problems.append(src.problem(("dataset", "interactions", "split"), "split: time needs "
+                                    "`cutoff:`, the first timestamp of the test split"))
+    rec = cfg.model.recommender
+    if rec is not None and rec.type in ("ncf", "neumf") and not rec.mlp:
+        problems.append(src.problem(("model", "recommender"), f"type: {rec.type} needs `mlp:`, "
+                                    "its layers, e.g. `- Dense: {units: 32, activation: relu}`"))
+    if rec is not None and rec.type in ("mf", "gmf") and rec.mlp:
+        problems.append(src.problem(("model", "recommender", "mlp"), f"type: {rec.type} has no "
+                                    "MLP; remove `mlp`, or use type: ncf or neumf"))
+    return problems
+
+
+def ranking_metrics(cfg: Config) -> list[str]:
+    """The ranking metrics that validation logs every epoch (`val_ndcg@10`, ...)."""
+    if cfg.dataset.task != "ranking":
+        return []
+    names = [f"{m}@{k}" for k in cfg.dataset.interactions.top_k for m in ("hr", "ndcg")]
+    return names + ["mrr"]
+
+
 def logged_metrics(cfg: Config) -> list[str]:
     """The keys of the epoch logs this config will produce, for `monitor` to name."""
     names = ["loss", *(cfg.training.metrics or [])]
@@ -187,7 +239,7 @@ def logged_metrics(cfg: Config) -> list[str]:
         names += ["acc", "accuracy"]
     names = list(dict.fromkeys(names))
     if cfg.dataset.validation_split is not None:
-        names += [f"val_{n}" for n in names]
+        names += [f"val_{n}" for n in names + ranking_metrics(cfg)]
     return names + ["learning_rate"]
 
 
@@ -225,6 +277,8 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
     (check_distribution_data, ("training.distribution", "dataset.name")),
+    (check_interactions, ("dataset.name", "dataset.task", "dataset.interactions",
+                          "model.recommender")),
 ]
 
 
@@ -255,6 +309,8 @@ def resolve(cfg: Config, default_name: str) -> None:
         training.optimizer = {"name": training.optimizer}
     if training.loss == "auto":
         training.loss = _auto_loss(cfg)
+    if training.metrics is None and cfg.dataset.task in RECOMMENDER_TASKS:
+        training.metrics = ["mean_absolute_error"] if cfg.dataset.task == "rating" else []
     if training.metrics is None:
         classify = cfg.dataset.task == "classification"
         training.metrics = ["accuracy"] if classify else ["mean_absolute_error"]
@@ -270,7 +326,9 @@ def resolve(cfg: Config, default_name: str) -> None:
 
 
 def _auto_loss(cfg: Config) -> str:
-    if cfg.dataset.task == "regression":
+    if cfg.dataset.task == "ranking":
+        return "binary_crossentropy"  # positives against sampled negatives, pointwise
+    if cfg.dataset.task in ("regression", "rating"):
         return "mean_squared_error"
     if _last_layer_is_single_sigmoid(cfg.model.layers):
         return "binary_crossentropy"

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 TABLE_FORMATS = ("csv", "parquet")
-DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images")
+DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images", "interactions")
+RECOMMENDERS = ("mf", "gmf", "ncf", "neumf")
 COLUMN_KINDS = ("numeric", "categorical", "embedding", "ignore")  # of table columns
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -53,6 +54,51 @@ def doc(text: str, default: Any = None, *, check=None, factory=None):
     return field(default=default, metadata=metadata)
 
 
+def _positive_list(value: Any) -> str | None:
+    return None if value and all(v >= 1 for v in value) else "expected a list of integers >= 1"
+
+
+@dataclass
+class InteractionsConfig:
+    user: str = doc("The column of user ids (integers or strings, not both).", "user")
+    item: str = doc("The column of item ids (integers or strings, not both).", "item")
+    rating: str | None = doc(
+        "The column of ratings (numbers); required for `task: rating`; for `ranking`, with "
+        "`threshold`, decides which interactions are positives. null: none.")
+    timestamp: str | None = doc(
+        "The column of event times (numbers, or dates that pandas parses); required by the "
+        "`leave_last_out` and `time` splits. null: none.")
+    threshold: float | None = doc(
+        "Ranking: an interaction is a positive when its rating is >= this; null: every "
+        "interaction is a positive.")
+    duplicates: Literal["last", "mean", "error"] = doc(
+        "A (user, item) pair seen more than once: keep the `last` (by timestamp, then file "
+        "order), the `mean` rating (with the last timestamp), or report an `error`.", "last")
+    split: Literal["random", "leave_last_out", "time"] = doc(
+        "`random`: interactions held out at random (seeded), `test_split` then "
+        "`validation_split`; `leave_last_out`: per user, by timestamp, the last interaction is "
+        "the test and the one before it validation (users with fewer interactions keep theirs "
+        "in training); `time`: interactions at or after `cutoff` are the test, the latest "
+        "`validation_split` of the others validation.", "random")
+    cutoff: float | str | None = doc(
+        "The `time` split's cutoff: a timestamp (a number, or a date when the column holds "
+        "dates).")
+    negatives: int = doc(
+        "Ranking: items the user never interacted with, sampled per positive in every "
+        "training epoch from (seed, epoch).", 4, check=_positive)
+    eval_negatives: int = doc(
+        "Ranking: each held-out positive is ranked against this many sampled items the user "
+        "never interacted with (99: the NCF paper's protocol), besides the full ranking "
+        "against every item not seen in training.", 99, check=_positive)
+    items: str | None = doc(
+        "A CSV or Parquet table of the items, keyed by the `item` column; `recommend` and "
+        "`similar` show its other columns (a title) beside each item. Relative to the config "
+        "file's folder; null: none.")
+    top_k: list[int] = doc(
+        "Ranking: the K of HR@K, NDCG@K, Recall@K and coverage@K.",
+        factory=lambda: [10], check=_positive_list)
+
+
 @dataclass
 class DatasetConfig:
     name: Literal[DATASET_NAMES] = doc(
@@ -60,7 +106,8 @@ class DatasetConfig:
         "in `$DLMINE_DATA_DIR`), `digits` (scikit-learn's bundled 8x8 digits, no download), "
         "`npz` (arrays in a local file), `csv` or `parquet` (a table), `text` (a CSV with a text "
         "column, or a folder with one sub-folder of `.txt` files per class), `images` (a folder "
-        "with one sub-folder of images per class).", "digits")
+        "with one sub-folder of images per class), `interactions` (a CSV or Parquet file of "
+        "user-item events, for a recommender: `dataset.interactions`).", "digits")
     path: str | None = doc(
         "The file or folder of `npz`, `csv`, `parquet`, `text` and `images`; relative to the "
         "config file's folder. An `.npz` holds `x_train`, `y_train` and optionally `x_test`, "
@@ -105,12 +152,16 @@ class DatasetConfig:
     test_split: float = doc(
         "Fraction held out as the test split when the data has no test set of its own "
         "(`digits`, an `.npz` without `x_test`).", 0.2, check=_fraction)
-    task: Literal["classification", "regression"] = doc(
-        "`classification` (integer class labels) or `regression` (numeric targets).",
-        "classification")
+    task: Literal["classification", "regression", "rating", "ranking"] = doc(
+        "`classification` (integer class labels) or `regression` (numeric targets); for "
+        "`interactions`, `rating` (predict the rating) or `ranking` (implicit feedback: rank "
+        "the items a user will interact with).", "classification")
     class_names: list[str] | None = doc(
         "Names of the classes, in label order, for reports; null uses the dataset's own names "
         "or the label numbers.")
+    interactions: InteractionsConfig = doc(
+        "Interactions (`name: interactions`): the columns of the event file, the split, "
+        "negative sampling and the ranking protocol.", factory=lambda: InteractionsConfig())
 
 
 @dataclass
@@ -146,7 +197,29 @@ class PreprocessingConfig:
 
 
 @dataclass
+class RecommenderConfig:
+    type: Literal[RECOMMENDERS] = doc(
+        "`mf` (user and item embeddings, their dot product, user and item biases and the "
+        "global mean), `gmf` (a learned weighting of the embeddings' product), `ncf` (`mlp` "
+        "over the concatenated embeddings) or `neumf` (GMF and NCF fused).", "mf")
+    factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`).", 32,
+                       check=_positive)
+    mlp_factors: int | None = doc(
+        "Size of the embeddings of the MLP part of `ncf` and `neumf`; null: `factors`.",
+        check=lambda v: None if v is None else _positive(v))
+    mlp: list[Any] = doc(
+        "`ncf` and `neumf`: the layers over the concatenated embeddings, written like "
+        "`model.layers`, e.g. `- Dense: {units: 64, activation: relu}`.", factory=list)
+    l2: float = doc(
+        "L2 penalty of the embeddings (and biases) looked up for each interaction, averaged "
+        "over the batch (as `reg` of SGD matrix factorisation, e.g. Surprise's 0.02).", 0.0,
+        check=_non_negative)
+
+
+@dataclass
 class ModelConfig:
+    recommender: RecommenderConfig | None = doc(
+        "A recommender for `interactions` data, instead of `layers`; null for none.")
     layers: list[Any] = doc(
         "The layers, in order: each item is `LayerName: {argument: value, ...}` (or just "
         "`LayerName`) for any public `keras.layers` class except `Lambda` and other layers that "
@@ -265,4 +338,4 @@ class Config:
         "Hyperparameter search for `dlmine tune`; ignored by `train`. null for none.")
 
 
-REQUIRED = {("dataset",), ("dataset", "name"), ("model",), ("model", "layers")}
+REQUIRED = {("dataset",), ("dataset", "name"), ("model",)}  # model.layers: check_layers_listed

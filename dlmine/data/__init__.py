@@ -12,6 +12,7 @@ from dlmine.config.schema import DatasetConfig
 from dlmine.data.arrays import BuiltinSource, NpzSource
 from dlmine.data.base import DataInfo, Source, Splits
 from dlmine.data.images import ImageSource
+from dlmine.data.interactions import InteractionsSource
 from dlmine.data.preprocessing import Preprocessor
 from dlmine.data.shards import ShardsSource
 from dlmine.data.table import TableSource
@@ -24,6 +25,7 @@ SOURCES: dict[str, type[Source]] = {
     "csv": TableSource, "parquet": TableSource,
     "text": TextSource,
     "images": ImageSource,
+    "interactions": InteractionsSource,
 }
 
 

@@ -249,6 +249,11 @@ class Source:
         """The `batch_size` that `evaluate` and `predict` take with `as_input(x)`."""
         return batch_size
 
+    def evaluate(self, model, x, y, cfg: Config, batch_size: int) -> dict | None:
+        """The report of data that are evaluated in their own way (a recommender's ranking
+        metrics), or None for `evaluate_model`'s metrics."""
+        return None
+
     # --- predict ---------------------------------------------------------------------------------
 
     def read_input(self, path: Path):

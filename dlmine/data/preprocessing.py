@@ -45,6 +45,8 @@ class Preprocessor:
         self.sample_shape = tuple(sample_shape)
         self.kind = kind
         self.encoder = None
+        # interactions: the id vocabularies fitted on the training split (`dlmine.data.interactions`)
+        self.vocabularies = columns if kind == "interactions" else None
         if kind == "table":
             self.encoder = TableEncoder(columns or {})
         self.mean: np.ndarray | None = None
@@ -57,7 +59,7 @@ class Preprocessor:
 
     def output_shape(self) -> tuple:
         """The shape of one preprocessed sample: what the model's input is built on."""
-        if self.kind in ("table", "text"):
+        if self.kind in ("table", "text", "interactions"):
             return self.sample_shape
         shape = self.sample_shape
         if self.cfg.reshape is not None:
@@ -72,7 +74,7 @@ class Preprocessor:
             self.encoder.fit(x_train)
             self.sample_shape = (self.encoder.width(),)
             return self
-        if self.kind == "text":
+        if self.kind in ("text", "interactions"):
             return self
         if self.cfg.standardize and isinstance(x_train, ShardSet):  # one shard at a time
             mean, std = statistics(x_train, self._scaled, self.cfg.standardize == "feature")
@@ -91,6 +93,8 @@ class Preprocessor:
             return self.encoder.transform(x)
         if self.kind == "text":
             return np.asarray(x, dtype=str).reshape(-1, 1)
+        if self.kind == "interactions":  # (user, item) codes of the vocabularies
+            return np.asarray(x, dtype="int32")
         if isinstance(x, ShardSet):  # transformed as each shard is read
             self._check_shape(x)
             return x.with_transform(self._transform_array, self.output_shape())
@@ -110,7 +114,7 @@ class Preprocessor:
         return np.ascontiguousarray(x.reshape((len(x), *shape)), dtype="float32")
 
     def transform_y(self, y: np.ndarray) -> np.ndarray:
-        if self.task == "regression":
+        if self.task in ("regression", "rating", "ranking"):
             return y.astype("float32")
         if self.cfg.labels == "onehot":
             return np.eye(self.num_classes, dtype="float32")[y]
@@ -133,6 +137,8 @@ class Preprocessor:
                 "kind": self.kind, "sample_shape": list(self.sample_shape),
                 "output_shape": list(self.output_shape()),
                 "statistics": STATE_NPZ if self.mean is not None else None}
+        if self.vocabularies is not None:
+            meta["columns"] = self.vocabularies
         if self.encoder is not None:
             meta["columns"] = self.encoder.kinds
             meta["encoder"] = self.encoder.state

@@ -14,6 +14,7 @@ from dlmine.config.schema import Config
 from dlmine.errors import ConfigError, Problem
 from dlmine.model.catalogue import live
 from dlmine.model.checks import first_line, make_layer, parse_layer, stacked_layers
+from dlmine.model.recommenders import build_recommender
 from dlmine.model.registry import optimizer_registry
 
 
@@ -39,6 +40,9 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     # Inside the strategy's scope, the variables are mirrored on every replica; after
     # clear_session, which would drop the scope.
     with distribution_scope(cfg.training.distribution):
+        if cfg.model.recommender is not None:
+            keras.mixed_precision.set_global_policy("float32")  # embedding lookups: no gain
+            return build_recommender(cfg, src, info)
         inputs, x = source.input_layers(cfg, src, input_shape, info)
         for path, item in stacked_layers(cfg):
             layer = make_layer(item, path, catalogue, src, problems)

@@ -33,7 +33,8 @@ def check_model_spec(cfg: Config, src: Sources, problems: list[Problem]) -> list
     """Names against the shipped catalogue first (no Keras import); then, only when the
     config has no problem so far, against Keras, which constructs every layer."""
     found = check_distribution_backend(cfg, src)
-    if not isinstance(cfg.model.layers, list) or not cfg.model.layers:
+    if cfg.model.recommender is None and (not isinstance(cfg.model.layers, list)
+                                         or not cfg.model.layers):
         return found
     catalogue = shipped()
     if catalogue is not None:
@@ -71,7 +72,7 @@ def check_spec(cfg: Config, src: Sources, catalogue: dict | None = None) -> list
         catalogue = live()
         keras.utils.set_random_seed(cfg.seed)  # layers draw seeds: the same in every process
     problems: list[Problem] = []
-    for path, item in stacked_layers(cfg):
+    for path, item in stacked_layers(cfg) + recommender_layers(cfg):
         make_layer(item, path, catalogue, src, problems, construct)
     problems.extend(_check_optimizer(cfg, src, catalogue, construct))
     problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src, catalogue))
@@ -85,6 +86,14 @@ def stacked_layers(cfg: Config) -> list[tuple[tuple, Any]]:
     return ([(("preprocessing", "augmentation", i), item)
              for i, item in enumerate(cfg.preprocessing.augmentation)]
             + [(("model", "layers", i), item) for i, item in enumerate(cfg.model.layers)])
+
+
+def recommender_layers(cfg: Config) -> list[tuple[tuple, Any]]:
+    """(key path, layer item) of `model.recommender.mlp`."""
+    rec = cfg.model.recommender
+    if rec is None or not isinstance(rec.mlp, list):
+        return []
+    return [(("model", "recommender", "mlp", i), item) for i, item in enumerate(rec.mlp)]
 
 
 def parse_layer(item: Any, path: tuple, src: Sources, problems: list):

@@ -73,3 +73,51 @@ def default_embedding_dim(codes: int) -> int:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name))[:40] or "column"
+
+
+@keras.saving.register_keras_serializable(package="dlmine")
+class IdColumn(keras.layers.Layer):
+    """One column of a recommender's `ids` input: `(batch, 2)` codes -> `(batch, 1)` int32.
+
+    Args:
+        index: 0 for the user's code, 1 for the item's.
+    """
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, inputs):
+        return ops.cast(inputs[:, self.index:self.index + 1], "int32")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="dlmine")
+class GlobalBias(keras.layers.Layer):
+    """Adds one learned number, starting at `initial` (a recommender's mean rating).
+
+    Args:
+        initial: the starting value, e.g. the training ratings' mean.
+    """
+
+    def __init__(self, initial: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(1,), name="bias",
+                                    initializer=keras.initializers.Constant(self.initial))
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}

@@ -21,6 +21,9 @@ def evaluate_model(model, x, y: np.ndarray, cfg: Config, class_names: list, batc
         `{"metrics": {...}, "per_class": {...}, "confusion_matrix": [[...]]}` for
         classification; `{"metrics": {...}}` (with r2) for regression.
     """
+    own = source.evaluate(model, x, y, cfg, batch_size)
+    if own is not None:
+        return own
     batch = source.predict_batch_size(x, batch_size)
     inputs = source.as_input(x, y, batch_size)
     if isinstance(inputs, tuple):

@@ -1,0 +1,76 @@
+"""`recommend` and `similar`: answers of a recommender run, CSV or JSON Lines like `predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlmine.backend.runtime import import_keras
+from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
+from dlmine.errors import UsageError
+from dlmine.results.predict import output_format, render
+from dlmine.results.recommend import Recommender
+from dlmine.rundir import atomic_write
+
+OUTPUT = click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Write here: FILE.csv or FILE.jsonl (JSON Lines). Default: CSV on "
+                           "stdout.")
+K = click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+                 help="How many items.")
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--user", "user", help="One user id.")
+@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file of user ids, one a line (a header line `user` is skipped).")
+@K
+@click.option("--include-seen", is_flag=True, help="Also recommend items the user has seen.")
+@click.option("--cold-start", type=click.Choice(["error", "popular"]), default="error",
+              show_default=True, help="An unknown user: an error, or the most popular items "
+              "(flagged cold_start in the output).")
+@OUTPUT
+@CHECKPOINT
+def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, checkpoint) -> None:
+    """The top K items of a user (--user) or of many (--users FILE) from a recommender run."""
+    if (user is None) == (users_file is None):
+        raise click.UsageError("give one of --user U or --users FILE")
+    fmt = output_format(output)
+    users = [user] if user is not None else _read_users(users_file)
+    import_keras(debug())
+    rows = Recommender(run_dir, checkpoint).recommend(users, k, include_seen, cold_start)
+    _write(rows, fmt, output, "recommendations")
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--item", "item", required=True, help="The item id.")
+@K
+@OUTPUT
+@CHECKPOINT
+def similar(run_dir, item, k, output, checkpoint) -> None:
+    """The items nearest to an item (--item) by a recommender run's learned item vectors."""
+    fmt = output_format(output)
+    import_keras(debug())
+    rows = Recommender(run_dir, checkpoint).similar(item, k)
+    _write(rows, fmt, output, "similar items")
+
+
+def _read_users(path: Path) -> list[str]:
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    users = [line for line in lines if line]
+    if users and users[0] == "user":
+        users = users[1:]
+    if not users:
+        raise UsageError(f"{path}: no user ids (expected one a line)")
+    return users
+
+
+def _write(rows: list[dict], fmt: str, output: Path | None, what: str) -> None:
+    text = render(rows, fmt) if rows else ""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    atomic_write(output, text)
+    click.echo(f"wrote {len(rows)} {what} to {output}", err=True)

@@ -1,0 +1,316 @@
+"""Interactions (`name: interactions`): one row per user-item event, for a recommender.
+
+The file (CSV or Parquet) has a user and an item column (integer or string ids, not
+both), optionally a rating and a timestamp. Duplicated (user, item) pairs follow
+`interactions.duplicates`; for `ranking`, rows whose rating is under `threshold` are
+not positives (they still count as seen). The id vocabularies are fitted on the
+training split (sorted ids; code `len(vocabulary)` is the slot of ids never seen in
+training), so the splits hold codes: `x` is `(rows, 2)` int32 (user, item), `y` the
+rating (or 1 for a positive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.config.loading import valid_list
+from dlmine.config.schema import DatasetConfig
+from dlmine.data import tabular
+from dlmine.data.base import DataInfo, Source, Splits
+from dlmine.errors import DataError, UsageError
+from dlmine.results.recommend_metrics import RankingValidation, evaluate_ranking, evaluate_rating
+
+
+@dataclass
+class Events:
+    """The events of the file after the duplicates rule, in file order."""
+
+    users: np.ndarray  # ids: int64, or object (str)
+    items: np.ndarray
+    ratings: np.ndarray  # float32; 1 without a rating column
+    times: np.ndarray  # float64; the file order without a timestamp column
+    positive: np.ndarray  # bool: what ranking learns from (every row for rating)
+
+
+class InteractionsSource(Source):
+    """A CSV or Parquet file of interactions, split by `interactions.split`."""
+
+    kind = "interactions"
+    shape_from_data = True
+
+    def __init__(self, cfg: DatasetConfig):
+        super().__init__(cfg)
+        self.known: np.ndarray | None = None  # every (user, item) code pair of the file
+        self.users_count = self.items_count = 0  # the vocabularies' sizes
+        self.rating_range = [0.0, 0.0]
+        self.validation: np.ndarray | None = None  # its codes, for the ranking callback
+
+    def header_info(self) -> DataInfo:
+        return DataInfo((2,), None, [], "interactions")
+
+    def read(self) -> dict:
+        return {"events": read_events(self.cfg)}
+
+    def load(self, seed: int) -> Splits:
+        """Read, split, fit the vocabularies on the training split, encode every split."""
+        events = read_events(self.cfg)
+        held = split_rows(events, self.cfg, seed)
+        train = held["train"]
+        users = _vocabulary(events.users[train])
+        items = _vocabulary(events.items[train])
+        user_codes = _encode(events.users, users)
+        item_codes = _encode(events.items, items)
+        codes = np.stack([user_codes, item_codes], axis=1).astype("int32")
+        inside = (user_codes < len(users)) & (item_codes < len(items))
+        self.known = _pair_keys(codes[inside], len(items))
+        self.users_count, self.items_count = len(users), len(items)
+        rated = events.ratings[train]
+        self.rating_range = [float(rated.min()), float(rated.max())]
+        info = DataInfo((2,), None, [], "interactions", {
+            "users": _plain(users), "items": _plain(items),
+            "rating_mean": float(rated.mean()),
+            "rating_range": [float(rated.min()), float(rated.max())]})
+        parts = {}
+        for name, rows in held.items():
+            rows = rows[events.positive[rows]] if self.cfg.task == "ranking" else rows
+            y = np.ones(len(rows), "float32") if self.cfg.task == "ranking" else events.ratings[rows]
+            parts[name] = (codes[rows], y)
+        if len(parts["train"][0]) == 0:
+            raise DataError(f"{self.cfg.path}: the training split holds no positive interaction "
+                            "(dataset.interactions.threshold is above every training rating?)")
+        fingerprint = self.fingerprint(codes, events.ratings, events.times)
+        val = parts.get("validation", (None, None))
+        self.validation = val[0]
+        return Splits(*parts["train"], *val, *parts["test"], info, fingerprint)
+
+    def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
+                         first_epoch: int, sample_weight=None):
+        if self.cfg.task != "ranking":
+            return super().training_batches(x, y, batch_size, seed, shuffle, first_epoch)
+        from dlmine.data.negative_batches import NegativeSampled
+        batches = NegativeSampled(x, batch_size, seed, self.cfg.interactions.negatives,
+                                  self.items_count, first_epoch)
+        if self.validation is not None:
+            batches.validation = RankingValidation(self.validation, self.known,
+                                                   self.users_count, self.items_count,
+                                                   self.cfg.interactions, seed)
+        return batches
+
+    def evaluate(self, model, x, y, cfg, batch_size: int) -> dict | None:
+
+        if cfg.dataset.task == "rating":
+            return evaluate_rating(model, x, y, self.rating_range)
+        return evaluate_ranking(model, x, self.known, self.users_count, self.items_count, cfg,
+                                batch_size)
+
+    def read_input(self, path: Path):
+        raise UsageError("`predict` takes no input for an interactions run: use `dlmine "
+                         "recommend RUN_DIR --user U` or `dlmine similar RUN_DIR --item I`")
+
+
+def read_events(cfg: DatasetConfig) -> Events:
+    """The file's events, checked: columns present, ids of one type, numbers where numbers go.
+
+    Raises:
+        DataError: naming the file, the row and the column.
+    """
+    import pandas as pd
+
+    path, inter = Path(cfg.path), cfg.interactions
+    fmt = "parquet" if path.suffix.lower() == ".parquet" else "csv"
+    frame = tabular.read_table(path, fmt)
+    for key in ("user", "item", "rating", "timestamp"):
+        column = getattr(inter, key)
+        if column is not None and column not in frame.columns:
+            raise DataError(f"{path}: the {key} column '{column}' (dataset.interactions.{key}) "
+                            "is not in the file" + valid_list(column, list(frame.columns),
+                                                              "Columns"))
+    users = _ids(frame[inter.user], path, inter.user)
+    items = _ids(frame[inter.item], path, inter.item)
+    ratings = (_numbers(frame[inter.rating], path, inter.rating) if inter.rating
+               else np.ones(len(frame), "float64"))
+    times = (_times(frame[inter.timestamp], path, inter.timestamp) if inter.timestamp
+             else np.arange(len(frame), dtype="float64"))
+    keep = _deduplicated(users, items, times, path, cfg)
+    if inter.duplicates == "mean":
+        pairs = pd.DataFrame({"u": users, "i": items, "r": ratings})
+        ratings = pairs.groupby(["u", "i"], sort=False)["r"].transform("mean").to_numpy()
+    users, items, ratings, times = users[keep], items[keep], ratings[keep], times[keep]
+    if len(np.unique(users)) < 2:
+        raise DataError(f"{path}: every interaction is of the single user {users[0]!r}; a "
+                        "recommender learns from at least 2 users")
+    positive = (ratings >= inter.threshold if inter.threshold is not None and
+                cfg.task == "ranking" else np.ones(len(users), bool))
+    return Events(users, items, ratings.astype("float32"), times, positive)
+
+
+def _ids(series, path: Path, column: str) -> np.ndarray:
+    """Integer ids (int64) or string ids (object); a column that mixes them is refused."""
+    import pandas as pd
+
+    if series.isna().any():
+        row = int(np.argmax(series.isna().to_numpy()))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: the id is missing; every "
+                        "interaction needs a user and an item")
+    if pd.api.types.is_integer_dtype(series):
+        return series.to_numpy("int64")
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy("float64")
+        if np.all(np.mod(values, 1) == 0):
+            return values.astype("int64")
+        row = int(np.argmax(np.mod(values, 1) != 0))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {values[row]!r} is not an "
+                        "id (expected integers or strings)")
+    text = series.map(lambda v: str(v).strip())
+    numeric = text.str.fullmatch(r"-?\d+").to_numpy()
+    if numeric.all():
+        return text.astype("int64").to_numpy()
+    if numeric.any():
+        first_int, first_str = int(np.argmax(numeric)), int(np.argmax(~numeric))
+        raise DataError(f"{path}: column '{column}' mixes integer ids ({text.iloc[first_int]!r}, "
+                        f"row {first_int + 2}) and string ids ({text.iloc[first_str]!r}, row "
+                        f"{first_str + 2}); expected ids of one type")
+    return text.to_numpy(object)
+
+
+def _numbers(series, path: Path, column: str) -> np.ndarray:
+    import pandas as pd
+
+    numbers = pd.to_numeric(series, errors="coerce")
+    bad = numbers.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {series.iloc[row]!r} is not "
+                        "a number (dataset.interactions.rating)")
+    return numbers.to_numpy("float64")
+
+
+def _times(series, path: Path, column: str) -> np.ndarray:
+    import pandas as pd
+
+    numbers = pd.to_numeric(series, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy("float64")
+    dates = pd.to_datetime(series, errors="coerce")
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {series.iloc[row]!r} is "
+                        "neither a number nor a date (dataset.interactions.timestamp)")
+    return dates.astype("int64").to_numpy("float64") / 1e9
+
+
+def _deduplicated(users, items, times, path: Path, cfg: DatasetConfig) -> np.ndarray:
+    """The rows kept: the last of each (user, item) pair by time, then file order."""
+    import pandas as pd
+
+    order = np.lexsort((np.arange(len(users)), times))
+    pairs = pd.DataFrame({"u": users[order], "i": items[order]})
+    last = ~pairs.duplicated(["u", "i"], keep="last").to_numpy()
+    if cfg.interactions.duplicates == "error" and not last.all():
+        row = int(order[np.argmax(~last)])
+        raise DataError(f"{path}: row {row + 2}: user {users[row]!r} and item {items[row]!r} "
+                        "appear more than once (dataset.interactions.duplicates: error; last "
+                        "or mean keep one)")
+    return np.sort(order[last])
+
+
+def split_rows(events: Events, cfg: DatasetConfig, seed: int) -> dict:
+    """Row indices of `train`, `validation` (with `validation_split`) and `test`."""
+    inter, n = cfg.interactions, len(events.users)
+    if inter.split == "random":
+        rows = np.random.default_rng([seed, 7]).permutation(n)
+        test = max(1, int(round(n * cfg.test_split)))
+        out = {"test": rows[:test]}
+        rest = rows[test:]
+        if cfg.validation_split is not None:
+            val = max(1, int(round(len(rest) * cfg.validation_split)))
+            out["validation"], rest = rest[:val], rest[val:]
+        out["train"] = rest
+    elif inter.split == "leave_last_out":
+        out = _leave_last_out(events, cfg.validation_split is not None)
+    else:
+        out = _time_split(events, cfg)
+    for name in ("train", "test"):
+        if len(out[name]) == 0:
+            raise DataError(f"{cfg.path}: the {inter.split} split leaves no interaction in "
+                            f"{name}; {len(events.users)} interactions")
+    return {name: np.sort(rows) for name, rows in out.items()}
+
+
+def _leave_last_out(events: Events, validation: bool) -> dict:
+    # Per user, newest first: rank 0 is the test, rank 1 validation; a user keeps at least
+    # one interaction (two with validation) in training, else all of them stay there.
+    held_events = events.positive  # ranking holds out positives only
+    candidates = np.flatnonzero(held_events)
+    order = candidates[np.lexsort((-candidates, -events.times[candidates],
+                                   _group(events.users[candidates])))]
+    users = _group(events.users[order])
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    rank = np.arange(len(order)) - np.repeat(starts, counts)
+    total = np.repeat(counts, counts)  # the user's positives
+    needed = 3 if validation else 2
+    test = order[(rank == 0) & (total >= needed)]
+    val = order[(rank == 1) & (total >= needed)] if validation else order[:0]
+    train = np.setdiff1d(np.arange(len(events.users)), np.r_[test, val])
+    out = {"train": train, "test": test}
+    if validation:
+        out["validation"] = val
+    return out
+
+
+def _time_split(events: Events, cfg: DatasetConfig) -> dict:
+    import pandas as pd
+
+    cutoff = cfg.interactions.cutoff
+    if isinstance(cutoff, str):
+        parsed = pd.to_datetime(cutoff, errors="coerce")
+        if pd.isna(parsed):
+            raise DataError(f"dataset.interactions.cutoff {cutoff!r} is neither a number nor a "
+                            "date")
+        cutoff = parsed.value / 1e9
+    test = np.flatnonzero(events.times >= cutoff)
+    rest = np.flatnonzero(events.times < cutoff)
+    out = {"test": test, "train": rest}
+    if cfg.validation_split is not None:
+        rest = rest[np.lexsort((rest, events.times[rest]))]
+        val = max(1, int(round(len(rest) * cfg.validation_split)))
+        out["train"], out["validation"] = rest[:-val], rest[-val:]
+    return out
+
+
+def _group(ids: np.ndarray) -> np.ndarray:
+    """Integer group numbers of ids (int or str), in sorted id order."""
+    return np.unique(ids, return_inverse=True)[1].reshape(-1)
+
+
+def _vocabulary(ids: np.ndarray) -> np.ndarray:
+    return np.unique(ids)
+
+
+def _encode(ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """Codes 0..len-1 of the vocabulary; ids not in it get the unseen slot, len(vocabulary)."""
+    at = np.searchsorted(vocabulary, ids)
+    at = np.minimum(at, len(vocabulary) - 1)
+    return np.where(vocabulary[at] == ids, at, len(vocabulary)).astype("int64")
+
+
+def _plain(ids: np.ndarray) -> list:
+    """JSON-able ids: ints as ints, strings as strings."""
+    return [int(v) for v in ids] if ids.dtype != object else [str(v) for v in ids]
+
+
+def _pair_keys(codes: np.ndarray, num_items: int) -> np.ndarray:
+    """Sorted unique keys user * num_items + item, for `np.searchsorted` membership."""
+    return np.unique(codes[:, 0].astype("int64") * num_items + codes[:, 1])
+
+
+def encode_ids(ids, vocabulary: list) -> np.ndarray:
+    """Raw ids -> codes with a saved vocabulary (`recommend`, `similar`)."""
+    vocab = np.array(vocabulary, dtype=object if vocabulary and isinstance(vocabulary[0], str)
+                     else "int64")
+    return _encode(np.asarray(ids, dtype=vocab.dtype), vocab)

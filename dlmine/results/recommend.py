@@ -1,0 +1,139 @@
+"""`recommend` and `similar`: a recommender run's top K items for users, and its nearest items.
+
+The run's saved vocabularies (`preprocessing.json`) map ids to the model's codes; the
+interactions are read again (as `evaluate` does) for the items each user has seen,
+which are left out unless asked, and for the popularity that `--cold-start popular`
+falls back on. With `dataset.interactions.items`, the items table's columns (a title)
+stand beside each item.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlmine.data import Preprocessor, source_for
+from dlmine.data.interactions import encode_ids
+from dlmine.data.tabular import read_table
+from dlmine.errors import DlmineError, UsageError
+from dlmine.model.io import load_checkpoint
+from dlmine.model.recommenders import score_users
+from dlmine.rundir import RunDir
+
+
+class UnknownId(UsageError):
+    """A user or item that the run never saw in training."""
+
+
+class Recommender:
+    """A finished recommender run, ready to answer `recommend` and `similar`.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: `best` or `last`.
+    """
+
+    def __init__(self, run_dir: Path, checkpoint: str = "best"):
+        self.run = RunDir.open(run_dir)
+        self.cfg = self.run.read_config()
+        if self.cfg.dataset.name != "interactions":
+            raise UsageError(f"{self.run.path} was trained on '{self.cfg.dataset.name}' data; "
+                             "recommend and similar need a recommender run (interactions)")
+        vocab = Preprocessor.load(self.run.path).vocabularies
+        self.users, self.items = vocab["users"], vocab["items"]
+        self.model = load_checkpoint(self.run, checkpoint)
+        source = source_for(self.cfg.dataset)
+        splits = source.load(self.cfg.seed)
+        self.known = source.known  # every interaction of the file, as codes
+        self.popularity = np.bincount(splits.x_train[:, 1], minlength=len(self.items))
+        self.side = _items_table(self.cfg)
+
+    def code(self, ids: list, kind: str) -> np.ndarray:
+        vocabulary = self.users if kind == "user" else self.items
+        try:
+            return encode_ids(ids, vocabulary)
+        except (ValueError, TypeError):  # a word where the ids are integers
+            return np.full(len(ids), len(vocabulary))
+
+    def recommend(self, users: list, k: int, include_seen: bool = False,
+                  cold_start: str = "error") -> list[dict]:
+        """The top `k` items of each user, best first.
+
+        Raises:
+            UnknownId: a user never seen in training, unless `cold_start` is `popular`.
+        """
+        codes = self.code(users, "user")
+        unknown = [u for u, c in zip(users, codes, strict=True) if c >= len(self.users)]
+        if unknown and cold_start != "popular":
+            raise UnknownId(f"user {unknown[0]!r} is not in this run's training data "
+                            f"({len(self.users)} users, e.g. {_examples(self.users)}); "
+                            "--cold-start popular recommends the most popular items instead")
+        rows = []
+        known_codes = codes[codes < len(self.users)]
+        scores = {}
+        for start in range(0, len(known_codes), 256):
+            block = known_codes[start:start + 256]
+            for user, row in zip(block, score_users(self.model, block, len(self.items)),
+                                 strict=True):
+                scores[int(user)] = row
+        for user, code in zip(users, codes, strict=True):
+            cold = code >= len(self.users)
+            score = self.popularity.astype("float64") if cold else scores[int(code)].copy()
+            if not include_seen and not cold:
+                score[self._seen(int(code))] = -np.inf
+            top = np.argsort(-score, kind="stable")[:k]
+            for rank, item in enumerate(top[np.isfinite(score[top])]):
+                rows.append({"user": user, "rank": rank + 1, "item": self.items[item],
+                             "score": round(float(score[item]), 6), "cold_start": bool(cold),
+                             **self._side(self.items[item])})
+        return rows
+
+    def similar(self, item, k: int) -> list[dict]:
+        """The `k` items nearest to `item` by the cosine of the learned item vectors."""
+        code = int(self.code([item], "item")[0])
+        if code >= len(self.items):
+            raise UnknownId(f"item {item!r} is not in this run's training data "
+                            f"({len(self.items)} items, e.g. {_examples(self.items)})")
+        vectors = item_vectors(self.model)[:len(self.items)]
+        norms = np.linalg.norm(vectors, axis=1)
+        cosine = vectors @ vectors[code] / np.maximum(norms * norms[code], 1e-12)
+        cosine[code] = -np.inf
+        top = np.argsort(-cosine, kind="stable")[:k]
+        return [{"item": item, "rank": rank + 1, "similar": self.items[other],
+                 "cosine": round(float(cosine[other]), 6), **self._side(self.items[other])}
+                for rank, other in enumerate(top)]
+
+    def _seen(self, user: int) -> np.ndarray:
+        n = len(self.items)
+        lo, hi = np.searchsorted(self.known, [user * n, (user + 1) * n])
+        return self.known[lo:hi] - user * n
+
+    def _side(self, item) -> dict:
+        return self.side.get(item, {}) if self.side else {}
+
+
+def item_vectors(model) -> np.ndarray:
+    """The learned vectors of every item: its embeddings (GMF's and MLP's side by side)."""
+    names = [n for n in ("item_embedding", "item_mlp_embedding")
+             if any(layer.name == n for layer in model.layers)]
+    return np.hstack([model.get_layer(n).get_weights()[0] for n in names])
+
+
+def _examples(ids: list) -> str:
+    return ", ".join(repr(v) for v in ids[:3])
+
+
+def _items_table(cfg) -> dict:
+    """{item id: {column: value}} of `dataset.interactions.items`, or {} without one."""
+    path = cfg.dataset.interactions.items
+    if not path:
+        return {}
+    path = Path(path)
+    frame = read_table(path, "parquet" if path.suffix.lower() == ".parquet" else "csv")
+    key = cfg.dataset.interactions.item
+    if key not in frame.columns:
+        raise DlmineError(f"{path}: the items table has no column '{key}' (the item column of "
+                          "the interactions)")
+    records = frame.set_index(key).to_dict("index")
+    return {k: {c: (None if v != v else v) for c, v in row.items()} for k, row in records.items()}

@@ -1,0 +1,150 @@
+"""Evaluation of recommenders: RMSE and MAE of ratings; ranking metrics, sampled and full.
+
+Ranking: each held-out positive (user u, item i) is ranked
+
+- against `eval_negatives` items u never interacted with (in any split), drawn once
+  from the seed (the NCF paper's protocol: 99), so `train`'s final evaluation and
+  `evaluate` rank the same candidates: `hr@K`, `ndcg@K`, `mrr`;
+- against every item u never interacted with (full ranking): `full_hr@K`,
+  `full_ndcg@K`, `full_mrr`, and over u's top K of those items plus its held-out ones,
+  `recall@K` (held-out items in the top K / held-out items, averaged over users) and
+  `coverage@K` (the share of the catalogue in some user's top K).
+
+The rank of the held-out item is the number of candidates that score at least as high
+(ties count against it, so a constant model scores no hit). Rows whose user or item was
+never seen in training cannot be ranked: they are counted in `skipped`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlmine.data.sampling import is_member, sample_unseen
+from dlmine.model.recommenders import score_users
+
+SCORE_BATCH = 1 << 16  # (user, item) pairs per predict batch
+FULL_PAIRS = 1 << 21  # pairs scored at once in the full ranking
+
+
+def ranks_metrics(ranks: np.ndarray, top_k: list[int], prefix: str = "") -> dict:
+    """HR@K, NDCG@K for each K and MRR of 0-based ranks."""
+    ranks = np.asarray(ranks, dtype="float64")
+    out = {}
+    for k in top_k:
+        hit = ranks < k
+        out[f"{prefix}hr@{k}"] = float(hit.mean())
+        out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+    out[f"{prefix}mrr"] = float((1.0 / (ranks + 1)).mean())
+    return out
+
+
+def score_pairs(model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The model's score of each (user, item) pair."""
+    x = np.stack([users, items], axis=1).astype("int32")
+    return np.asarray(model.predict(x, batch_size=SCORE_BATCH, verbose=0)).reshape(-1)
+
+
+def sampled_ranks(model, x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Ranks of each row's item against its candidates (-1: none drawn, scores nothing)."""
+    per = candidates.shape[1]
+    positive = score_pairs(model, x[:, 0], x[:, 1])
+    drawn = candidates >= 0
+    scores = score_pairs(model, np.repeat(x[:, 0], per), np.maximum(candidates, 0).ravel())
+    scores = np.where(drawn.ravel(), scores, -np.inf).reshape(len(x), per)
+    return (scores >= positive[:, None]).sum(axis=1)
+
+
+def candidates_for(x: np.ndarray, known: np.ndarray, num_items: int, per_user: int,
+                   seed: int, salt: int) -> np.ndarray:
+    """The sampled candidates of each held-out row, the same for the same data and seed."""
+    return sample_unseen(x[:, 0], per_user, known, num_items, np.random.default_rng([seed, salt]))
+
+
+def rankable(x: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
+    return (x[:, 0] < num_users) & (x[:, 1] < num_items)
+
+
+def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
+                 top_k: list[int]) -> dict:
+    """Full-ranking metrics of the held-out rows `x` against every item not interacted with."""
+    users, inverse = np.unique(x[:, 0], return_inverse=True)
+    ranks = np.zeros(len(x), "int64")
+    recalls, shown = [], np.zeros(num_items, bool)
+    chunk = max(1, FULL_PAIRS // num_items)
+    for start in range(0, len(users), chunk):
+        block = users[start:start + chunk]
+        scores = score_users(model, block, num_items)
+        lo = np.searchsorted(known, block.astype("int64") * num_items)
+        hi = np.searchsorted(known, (block.astype("int64") + 1) * num_items)
+        rows = np.flatnonzero((inverse >= start) & (inverse < start + len(block)))
+        local = inverse[rows] - start
+        positive = scores[local, x[rows, 1]]
+        masked = scores.copy()
+        for j in range(len(block)):
+            masked[j, known[lo[j]:hi[j]] - block[j] * num_items] = -np.inf
+        ranks[rows] = (masked[local] >= positive[:, None]).sum(axis=1)
+        masked[local, x[rows, 1]] = positive  # held-out items compete for the top K
+        top = np.argsort(-masked, axis=1, kind="stable")[:, :max(top_k)]
+        shown[top[:, :min(top_k)].ravel()] = True
+        recalls.append((block, top, rows, local))
+    out = ranks_metrics(ranks, top_k, "full_")
+    for k in top_k:
+        hits, held = [], []
+        for block, top, rows, local in recalls:
+            in_top = (top[local, :k] == x[rows, 1][:, None]).any(axis=1)
+            hits.append(np.bincount(local, in_top, minlength=len(block)))
+            held.append(np.bincount(local, minlength=len(block)))
+        hits, held = np.concatenate(hits), np.concatenate(held)
+        out[f"recall@{k}"] = float((hits[held > 0] / held[held > 0]).mean())
+        covered = np.zeros(num_items, bool)
+        for _, top, _, _ in recalls:
+            covered[top[:, :k].ravel()] = True
+        out[f"coverage@{k}"] = float(covered.mean())
+    return out
+
+
+def evaluate_ranking(model, x: np.ndarray, known: np.ndarray, num_users: int, num_items: int,
+                     cfg, batch_size: int) -> dict:
+    """The ranking report of held-out positives `x` (codes): sampled and full metrics."""
+    inter = cfg.dataset.interactions
+    keep = rankable(x, num_users, num_items)
+    x = x[keep]
+    if len(x) == 0:
+        return {"metrics": {}, "samples": 0, "skipped": int((~keep).sum())}
+    candidates = candidates_for(x, known, num_items, inter.eval_negatives, cfg.seed, 2718)
+    metrics = ranks_metrics(sampled_ranks(model, x, candidates), inter.top_k)
+    metrics.update(full_ranking(model, x, known, num_items, inter.top_k))
+    return {"metrics": metrics, "samples": int(len(x)), "skipped": int((~keep).sum()),
+            "protocol": {"eval_negatives": inter.eval_negatives, "split": inter.split,
+                         "ties": "count against the held-out item"}}
+
+
+def evaluate_rating(model, x: np.ndarray, y: np.ndarray, rating_range: list) -> dict:
+    """RMSE and MAE of predicted ratings, clipped to the training ratings' range."""
+    predicted = score_pairs(model, x[:, 0], x[:, 1])
+    predicted = np.clip(predicted, *rating_range)
+    error = predicted - y
+    return {"metrics": {"rmse": float(np.sqrt(np.mean(error ** 2))),
+                        "mae": float(np.mean(np.abs(error)))},
+            "samples": int(len(x)), "clipped_to": list(rating_range)}
+
+
+class RankingValidation:
+    """The sampled ranking metrics of the validation positives, for the epoch logs."""
+
+    def __init__(self, x: np.ndarray, known: np.ndarray, num_users: int, num_items: int, inter,
+                 seed: int):
+        self.x = x[rankable(x, num_users, num_items)]
+        self.top_k = inter.top_k
+        self.candidates = candidates_for(self.x, known, num_items, inter.eval_negatives, seed,
+                                         3141)
+
+    def __call__(self, model) -> dict:
+        if len(self.x) == 0:
+            return {}
+        metrics = ranks_metrics(sampled_ranks(model, self.x, self.candidates), self.top_k)
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+
+__all__ = ["RankingValidation", "evaluate_ranking", "evaluate_rating", "is_member",
+           "ranks_metrics"]
