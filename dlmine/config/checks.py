@@ -172,14 +172,6 @@ def check_name(cfg: Config, src: Sources) -> list[Problem]:
                         "directory; set `name:` to letters, digits, '.', '_' and '-'")]
 
 
-def check_distribution_data(cfg: Config, src: Sources) -> list[Problem]:
-    if cfg.training.distribution != "mirrored" or cfg.dataset.name != "text":
-        return []
-    return [src.problem(("training", "distribution"), "mirrored cannot train on text: Keras "
-                        "builds a mirrored model from the mean of a first batch across the "
-                        "replicas, and strings have no mean; set distribution: none")]
-
-
 def logged_metrics(cfg: Config) -> list[str]:
     """The keys of the epoch logs this config will produce, for `monitor` to name."""
     names = ["loss", *(cfg.training.metrics or [])]
@@ -224,7 +216,6 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitors_have_validation, MONITOR_INPUTS),
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
-    (check_distribution_data, ("training.distribution", "dataset.name")),
 ]
 
 
