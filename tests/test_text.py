@@ -85,13 +85,13 @@ training: {{epochs: {epochs}, batch_size: 16, optimizer: {{name: adam, learning_
 SEQUENCE = "{output_mode: int, max_tokens: 40, sequence_length: 8}"
 RNN = """\
     - Embedding: {input_dim: 40, output_dim: 8, mask_zero: true}
-    - Bidirectional: {layer: {LSTM: {units: 4}}}
+    - LSTM: {units: 4}
     - Dense: {units: 2, activation: softmax}"""
 BAG = "{output_mode: tf_idf, ngrams: 2, max_tokens: 64}"
 DENSE = "    - Dense: {units: 2, activation: softmax}"
 
 
-def text_config(folder: Path, text: str = SEQUENCE, layers: str = RNN, epochs: int = 10) -> Path:
+def text_config(folder: Path, text: str = SEQUENCE, layers: str = RNN, epochs: int = 6) -> Path:
     return write_config(folder, TEXT.format(text=text, layers=layers, epochs=epochs))
 
 
@@ -116,12 +116,11 @@ def test_token_ids_train_a_masked_rnn_that_evaluates_predicts_and_exports(cli, t
     predicted = cli("predict", run, tmp_path / "new.csv")
     assert predicted.exit_code == 0, predicted.output
     assert [r.split(",")[1] for r in predicted.stdout.splitlines()[1:]] == ["pos", "neg"]
-    for fmt, name in (("onnx", "model.onnx"), ("tflite", "model.tflite")):
-        exported = cli("export", run, "--format", fmt)
-        assert exported.exit_code == 0, exported.output
-        assert exported.stdout == f"{run / 'export' / name}\n"
-        assert exported.stderr.startswith(f"checked: predictions of the {fmt} export on 8 test "
-                                          "samples match the best checkpoint")
+    exported = cli("export", run, "--format", "onnx")  # TFLite cannot convert an LSTM's loop
+    assert exported.exit_code == 0, exported.output
+    assert exported.stdout == f"{run / 'export' / 'model.onnx'}\n"
+    assert exported.stderr.startswith("checked: predictions of the onnx export on 8 test "
+                                      "samples match the best checkpoint")
 
 
 def test_the_padding_is_masked_end_to_end():
@@ -147,7 +146,7 @@ def test_the_padding_is_masked_end_to_end():
 def test_a_bag_of_ngrams_trains_a_dense_model(cli, tmp_path):
     reviews(tmp_path)
     run = tmp_path / "run"
-    result = cli("train", text_config(tmp_path, BAG, DENSE, 15), "--run-dir", run, "--quiet")
+    result = cli("train", text_config(tmp_path, BAG, DENSE, 8), "--run-dir", run, "--quiet")
     assert result.exit_code == 0, result.output
     state = json.loads((run / "preprocessing.json").read_text())
     assert state["output_shape"] == [64] and len(state["vocabulary"]["idf"]) == 64
@@ -156,6 +155,10 @@ def test_a_bag_of_ngrams_trains_a_dense_model(cli, tmp_path):
     predicted = cli("predict", run, tmp_path / "one.txt")
     assert predicted.exit_code == 0, predicted.output
     assert predicted.stdout.splitlines()[1].startswith("0,pos,1,")
+    exported = cli("export", run, "--format", "tflite")
+    assert exported.exit_code == 0, exported.output
+    assert exported.stderr.startswith("checked: predictions of the tflite export on 8 test "
+                                      "samples match the best checkpoint")
 
 
 # Several commands in one process, as `python -m dlmine` runs each: JAX starts once.
@@ -173,7 +176,7 @@ for args in sys.argv[1:]:
 def test_text_trains_evaluates_predicts_and_exports_on_jax(tmp_path):
     reviews(tmp_path)
     (tmp_path / "new.csv").write_text("review\nsuperb tea<br />LOVE\nawful and poor\n")
-    bag = write_config(tmp_path, TEXT.format(text=BAG, layers=DENSE, epochs=15), "bag.yaml")
+    bag = write_config(tmp_path, TEXT.format(text=BAG, layers=DENSE, epochs=8), "bag.yaml")
     commands = [f"train {text_config(tmp_path)} --run-dir {tmp_path / 'rnn'} --quiet",
                 f"evaluate {tmp_path / 'rnn'} --quiet",
                 f"predict {tmp_path / 'rnn'} {tmp_path / 'new.csv'} --output {tmp_path / 'p.csv'}",
@@ -230,6 +233,66 @@ def test_the_encoding_key_decodes_other_encodings(cli, tmp_path):
     result = cli("train", write_config(tmp_path, text), "--run-dir", run, "--quiet")
     assert result.exit_code == 0, result.output
     assert "café" in json.loads((run / "preprocessing.json").read_text())["vocabulary"]["terms"]
+
+
+def tagged(folder: Path) -> Path:
+    """Texts about tea, coffee or both: each topic word plants its label."""
+    rng = random.Random(4)
+    path = folder / "tagged.csv"
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["text", "label"])
+        for i in range(120):
+            labels = [["tea"], ["coffee"], ["coffee", "tea"]][i % 3]
+            words = [w for label in labels for w in rng.choices({"tea": ["green", "oolong"],
+                     "coffee": ["espresso", "latte"]}[label], k=2)]
+            out.writerow([" ".join(words + rng.choices("a cup of".split(), k=3)), "|".join(labels)])
+    return path
+
+
+MULTI = """\
+name: tagged
+seed: 5
+dataset: {name: text, path: tagged.csv, task: multi_label}
+preprocessing:
+  text: {output_mode: multi_hot, max_tokens: 20}
+model:
+  layers:
+    - Dense: {units: 2, activation: sigmoid}
+training: {epochs: 30, batch_size: 16, optimizer: {name: adam, learning_rate: 0.05}}
+"""
+
+
+def test_multi_label_texts_get_every_label_above_the_threshold(cli, tmp_path):
+    tagged(tmp_path)
+    run = tmp_path / "run"
+    result = cli("train", write_config(tmp_path, MULTI), "--run-dir", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    config = (run / "config.yaml").read_text()
+    assert "loss: binary_crossentropy" in config and "metrics: [binary_accuracy]" in config
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["per_label"]) == {"coffee", "tea"}
+    assert set(report["per_label"]["tea"]) == {"precision", "recall", "f1", "support"}
+    assert report["micro_f1"] >= 0.95 and report["macro_f1"] >= 0.95, report
+    assert report["threshold"] == 0.5
+    (tmp_path / "new.csv").write_text("text\ngreen oolong\nlatte espresso\noolong latte a cup\n")
+    predicted = cli("predict", run, tmp_path / "new.csv")
+    assert predicted.exit_code == 0, predicted.output
+    lines = predicted.stdout.splitlines()
+    assert lines[0] == "sample,labels,prob_coffee,prob_tea"
+    assert [line.split(",")[1] for line in lines[1:]] == ["tea", "coffee", "coffee|tea"]
+
+
+def test_multi_label_needs_one_sigmoid_output_per_label(cli, tmp_path):
+    tagged(tmp_path)
+    text = MULTI.replace("units: 2, activation: sigmoid", "units: 1, activation: sigmoid")
+    result = cli("check", write_config(tmp_path, text))
+    assert result.exit_code == 2
+    cfg = tmp_path / "cfg.yaml"
+    assert result.stderr == (
+        f"Error: 1 problem in the config:\n  {cfg}:8: model.layers[0].Dense: the model's output "
+        "has shape (None, 1), but the data has 2 labels and dataset.task: multi_label needs one "
+        "sigmoid output per label: expected (None, 2); set units: 2\n")
 
 
 def test_the_shipped_tfidf_config_beats_its_floor_on_the_real_reviews(cli, tmp_path):

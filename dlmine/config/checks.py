@@ -15,6 +15,7 @@ from dlmine.errors import Problem
 CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
                          "binary_crossentropy", "categorical_focal_crossentropy",
                          "binary_focal_crossentropy", "sparse_categorical_focal_crossentropy"}
+BINARY_LOSSES = {"binary_crossentropy", "binary_focal_crossentropy"}
 ONEHOT_LOSSES = {"categorical_crossentropy", "categorical_focal_crossentropy"}
 SPARSE_LOSSES = {"sparse_categorical_crossentropy"}
 MONITORS = (("training", "early_stopping"), ("training", "reduce_lr_on_plateau"),
@@ -87,6 +88,8 @@ def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
 def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
     loss, labels = loss_name(cfg.training.loss), cfg.preprocessing.labels
     where = ("training", "loss")
+    if cfg.dataset.task == "multi_label":
+        return []  # check_multi_label
     if cfg.dataset.task == "regression":
         if loss in CLASSIFICATION_LOSSES:
             return [src.problem(where, f"{cfg.training.loss} is a classification loss, but "
@@ -105,10 +108,24 @@ def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
 
 
 def check_regression_options(cfg: Config, src: Sources) -> list[Problem]:
-    if cfg.dataset.task != "regression" or cfg.training.class_weight is None:
+    if cfg.dataset.task == "classification" or cfg.training.class_weight is None:
         return []
-    return [src.problem(("training", "class_weight"), "class weights need classes, but "
-                        "dataset.task is regression; remove class_weight")]
+    return [src.problem(("training", "class_weight"), "class weights need one class per "
+                        f"sample, but dataset.task is {cfg.dataset.task}; remove class_weight")]
+
+
+def check_multi_label(cfg: Config, src: Sources) -> list[Problem]:
+    """Several labels per sample are read from text, and need one sigmoid output each."""
+    if cfg.dataset.task != "multi_label":
+        return []
+    if cfg.dataset.name != "text":
+        return [src.problem(("dataset", "task"), "multi_label reads several labels per sample "
+                            f"from text data (name: text), but name is {cfg.dataset.name}")]
+    if loss_name(cfg.training.loss) not in {"auto", *BINARY_LOSSES}:
+        return [src.problem(("training", "loss"), f"{cfg.training.loss} does not fit "
+                            "dataset.task: multi_label (one sigmoid output per label); use "
+                            "binary_crossentropy")]
+    return []
 
 
 def check_monitors_have_validation(cfg: Config, src: Sources) -> list[Problem]:
@@ -216,6 +233,7 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitors_have_validation, MONITOR_INPUTS),
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
+    (check_multi_label, ("dataset.task", "dataset.name", "training.loss")),
 ]
 
 
@@ -247,8 +265,8 @@ def resolve(cfg: Config, default_name: str) -> None:
     if training.loss == "auto":
         training.loss = _auto_loss(cfg)
     if training.metrics is None:
-        classify = cfg.dataset.task == "classification"
-        training.metrics = ["accuracy"] if classify else ["mean_absolute_error"]
+        training.metrics = {"classification": ["accuracy"], "regression": ["mean_absolute_error"],
+                            "multi_label": ["binary_accuracy"]}[cfg.dataset.task]
     default_monitor = "val_loss" if cfg.dataset.validation_split is not None else "loss"
     for _, name in MONITORS:
         section = getattr(training, name)
@@ -259,7 +277,7 @@ def resolve(cfg: Config, default_name: str) -> None:
 def _auto_loss(cfg: Config) -> str:
     if cfg.dataset.task == "regression":
         return "mean_squared_error"
-    if _last_layer_is_single_sigmoid(cfg.model.layers):
+    if cfg.dataset.task == "multi_label" or _last_layer_is_single_sigmoid(cfg.model.layers):
         return "binary_crossentropy"
     if cfg.preprocessing.labels == "onehot":
         return "categorical_crossentropy"

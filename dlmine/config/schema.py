@@ -119,9 +119,15 @@ class DatasetConfig:
     test_split: float = doc(
         "Fraction held out as the test split when the data has no test set of its own "
         "(`digits`, an `.npz` without `x_test`).", 0.2, check=_fraction)
-    task: Literal["classification", "regression"] = doc(
-        "`classification` (integer class labels) or `regression` (numeric targets).",
+    task: Literal["classification", "regression", "multi_label"] = doc(
+        "`classification` (integer class labels), `regression` (numeric targets) or "
+        "`multi_label` (text only: several labels per text, `a|b`, split on "
+        "`label_separator`; one sigmoid output per label, binary cross-entropy).",
         "classification")
+    label_separator: str = doc("`multi_label`: what separates the labels of one text.", "|")
+    threshold: float = doc(
+        "`multi_label`: a label is predicted (by `evaluate` and `predict`) when its sigmoid "
+        "output is at least this.", 0.5, check=_fraction)
     class_names: list[str] | None = doc(
         "Names of the classes, in label order, for reports; null uses the dataset's own names "
         "or the label numbers.")

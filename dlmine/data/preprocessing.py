@@ -115,7 +115,7 @@ class Preprocessor:
         return np.ascontiguousarray(x.reshape((len(x), *shape)), dtype="float32")
 
     def transform_y(self, y: np.ndarray) -> np.ndarray:
-        if self.task == "regression":
+        if self.task in ("regression", "multi_label"):
             return y.astype("float32")
         if self.cfg.labels == "onehot":
             return np.eye(self.num_classes, dtype="float32")[y]

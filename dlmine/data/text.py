@@ -31,6 +31,9 @@ class TextSource(Source):
     def read(self) -> dict:
         return load_text(self.cfg)
 
+    def labels(self, y: np.ndarray, key: str) -> np.ndarray:
+        return y  # made by `encode_labels`: class indices, or 0/1 rows for multi_label
+
     def loaded_info(self, arrays: dict, x_train) -> DataInfo:
         return DataInfo((1,), None, list(arrays["class_names"]), "text")
 
@@ -78,12 +81,23 @@ def load_text(cfg: DatasetConfig) -> dict:
         else:
             texts, labels, names = _text_csv(path, cfg, class_names)
         if class_names is None:
-            check_classes(path, labels, names)
+            check_classes(path, [v for row in labels for v in row], names)
         class_names = class_names or names
-        out[f"x_{split}"], out[f"y_{split}"] = texts, np.array(
-            [class_names.index(v) for v in labels], dtype="int64")
+        out[f"x_{split}"], out[f"y_{split}"] = texts, encode_labels(labels, class_names,
+                                                                    cfg.task)
     out["class_names"] = class_names
     return out
+
+
+def encode_labels(labels: list, names: list, task: str) -> np.ndarray:
+    """Class indices, or for `multi_label` one row of 0/1 per text (1 for each of its labels)."""
+    index = {name: i for i, name in enumerate(names)}
+    if task != "multi_label":
+        return np.array([index[row[0]] for row in labels], dtype="int64")
+    hot = np.zeros((len(labels), len(names)), dtype="float32")
+    for i, row in enumerate(labels):
+        hot[i, [index[v] for v in row]] = 1.0
+    return hot
 
 
 def read_csv(path: Path, encoding: str):
@@ -145,21 +159,26 @@ def _text_csv(path: Path, cfg: DatasetConfig, known: list | None):
     if target not in frame.columns:
         raise DataError(f"{path}: label column '{target}' not found (dataset.target)"
                         + valid_list(target, list(frame.columns), "Columns"))
-    labels = [v.strip() for v in frame[target]]
-    if "" in labels:
-        raise DataError(f"{path}: column '{target}', row {labels.index('') + 2}: the label is "
-                        "missing")
-    names = known or sorted(set(labels))
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        row = labels.index(unknown[0]) + 2
-        raise DataError(f"{path}: column '{target}', row {row}: label '{unknown[0]}' is not a "
-                        f"class of the training data ({', '.join(names)})")
+    several = cfg.task == "multi_label"
+    labels = [[v.strip() for v in (cell.split(cfg.label_separator) if several else [cell])]
+              for cell in frame[target]]
+    for row, values in enumerate(labels):
+        if "" in values:
+            raise DataError(f"{path}: column '{target}', row {row + 2}: "
+                            + ("a label is empty" if several and len(values) > 1 else
+                               "the label is missing"))
+    names = known or sorted({v for row in labels for v in row})
+    for row, values in enumerate(labels):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise DataError(f"{path}: column '{target}', row {row + 2}: label '{unknown[0]}' "
+                            f"is not a class of the training data ({', '.join(names)})")
     return texts, labels, names
 
 
 def check_classes(path: Path, labels: list, names: list) -> None:
-    """At least two classes, and two samples of each, so that the splits can be stratified."""
+    """At least two classes, and two samples of each, so that the splits can be stratified
+    (`labels`: every label of every sample)."""
     counts = Counter(labels)
     if len(counts) < 2:
         raise DataError(f"{path}: every label is '{labels[0]}'; classification needs at least "
@@ -177,7 +196,7 @@ def _text_folder(path: Path, known: list | None, encoding: str):
     for name in names:
         for file in sorted((path / name).glob("*.txt")):
             texts.append(read_text_file(file, encoding))
-            labels.append(name)
+            labels.append([name])
     if not texts:
         raise DataError(f"{path}: no .txt files in the class folders")
     return np.array(texts, dtype=object), labels, names
