@@ -110,8 +110,9 @@ def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
 def check_regression_options(cfg: Config, src: Sources) -> list[Problem]:
     if cfg.dataset.task == "classification" or cfg.training.class_weight is None:
         return []
-    return [src.problem(("training", "class_weight"), "class weights need one class per "
-                        f"sample, but dataset.task is {cfg.dataset.task}; remove class_weight")]
+    needs = "classes" if cfg.dataset.task == "regression" else "one class per sample"
+    return [src.problem(("training", "class_weight"), f"class weights need {needs}, but "
+                        f"dataset.task is {cfg.dataset.task}; remove class_weight")]
 
 
 def check_multi_label(cfg: Config, src: Sources) -> list[Problem]:
