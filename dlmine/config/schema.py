@@ -137,8 +137,8 @@ class DatasetConfig:
 class TextConfig:
     output_mode: Literal["int", "multi_hot", "count", "tf_idf"] = doc(
         "What a text becomes: `int`, a sequence of `sequence_length` token ids (0 is padding, "
-        "1 a term never seen in training) for `Embedding` and recurrent, convolutional or "
-        "attention layers; or a bag of `max_tokens` floats for `Dense` layers: `multi_hot` "
+        "1 a term never seen in training) for `Embedding` and recurrent or convolutional "
+        "layers; or a bag of `max_tokens` floats for `Dense` layers: `multi_hot` "
         "(1 when the term occurs), `count` (how often), `tf_idf` (count x inverse document "
         "frequency, each text scaled to unit length).", "int")
     max_tokens: int = doc(
