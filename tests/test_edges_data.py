@@ -389,8 +389,8 @@ def test_predict_names_a_txt_file_that_is_not_utf8(text_run, work):
     result = invoke("predict", text_run, bad)
     clean(result)
     assert result.exit_code == 1, result.output
-    assert (f"Error: {bad}: cannot read it as UTF-8 text (byte 0xff at line 1, column 6)"
-            in result.stderr)
+    assert (f"Error: {bad}: cannot read it as UTF-8 text (byte 0xff at line 1, column 6, byte "
+            "offset 5); set dataset.encoding") in result.stderr
 
 
 def test_predict_names_the_file_of_a_text_folder_that_is_not_utf8(text_run, work):
@@ -402,7 +402,7 @@ def test_predict_names_the_file_of_a_text_folder_that_is_not_utf8(text_run, work
     clean(result)
     assert result.exit_code == 1, result.output
     assert (f"Error: {folder / 'b.txt'}: cannot read it as UTF-8 text (byte 0xff at line 2, "
-            "column 5)") in result.stderr
+            "column 5, byte offset 9)") in result.stderr
 
 
 # --- files that are not regular, not UTF-8, duplicate headers, messages, wide tables (7-11) ---------
@@ -744,16 +744,18 @@ def test_a_text_csv_to_predict_that_is_not_utf8_names_row_and_column(tmp_path):
     path = tmp_path / "texts.csv"
     path.write_bytes(b"text\ngood\nb\xc3\xa9 \xff bad\n")
     assert data_error(lambda: TextSource(dataset("text", tmp_path)).read_input(path)) == (
-        f"{path}: column 'text', row 3: not valid UTF-8 text (byte 0xff); save the file as UTF-8")
+        f"{path}: cannot read it as UTF-8 text (byte 0xff at line 3, column 4, byte offset 14); "
+        "set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252")
 
 
 def test_a_text_file_error_counts_columns_in_characters(tmp_path):
-    from dlmine.data.files import read_utf8
+    from dlmine.data.text import read_text_file
 
     path = tmp_path / "accents.txt"
     path.write_bytes("été\n".encode() + b"d\xc3\xa9j\xe0 vu\n")
-    assert data_error(lambda: read_utf8(path)) == (
-        f"{path}: cannot read it as UTF-8 text (byte 0xe0 at line 2, column 4)")
+    assert data_error(lambda: read_text_file(path, "utf-8")) == (
+        f"{path}: cannot read it as UTF-8 text (byte 0xe0 at line 2, column 4, byte offset 10); "
+        "set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252")
 
 
 def test_a_header_naming_a_column_three_times_lists_every_position(tmp_path):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlmine.backend.runtime import import_keras, silenced
-from dlmine.data import source_for
 from dlmine.errors import DlmineError, UsageError
 
 _active: Cluster | None = None  # the cluster this process joined, once it has
@@ -222,14 +221,10 @@ def check_job(cluster: Cluster, cfg, folds: int | None) -> None:
     """What a multi-process job cannot train, refused before any run directory exists.
 
     Raises:
-        UsageError: text data, `--folds`, or a batch size that does not split evenly.
+        UsageError: `--folds`, or a batch size that does not split evenly.
     """
     if not cluster.multi:
         return
-    if source_for(cfg.dataset).strings:
-        raise UsageError("text data cannot be trained on several processes: Keras feeds "
-                         "strings through tf.data, which the JAX backend cannot shard; train it "
-                         "in one process")
     if folds:
         raise UsageError("--folds runs in one process; train the folds without --processes")
     check_batch_size(cluster, cfg.training.batch_size)

@@ -15,6 +15,7 @@ from dlmine.errors import Problem
 CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
                          "binary_crossentropy", "categorical_focal_crossentropy",
                          "binary_focal_crossentropy", "sparse_categorical_focal_crossentropy"}
+BINARY_LOSSES = {"binary_crossentropy", "binary_focal_crossentropy"}
 ONEHOT_LOSSES = {"categorical_crossentropy", "categorical_focal_crossentropy"}
 SPARSE_LOSSES = {"sparse_categorical_crossentropy"}
 MONITORS = (("training", "early_stopping"), ("training", "reduce_lr_on_plateau"),
@@ -90,6 +91,8 @@ def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
 def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
     loss, labels = loss_name(cfg.training.loss), cfg.preprocessing.labels
     where = ("training", "loss")
+    if cfg.dataset.task == "multi_label":
+        return []  # check_multi_label
     if cfg.dataset.task == "regression":
         if loss in CLASSIFICATION_LOSSES:
             return [src.problem(where, f"{cfg.training.loss} is a classification loss, but "
@@ -108,10 +111,25 @@ def check_loss_fits_labels(cfg: Config, src: Sources) -> list[Problem]:
 
 
 def check_regression_options(cfg: Config, src: Sources) -> list[Problem]:
-    if cfg.dataset.task != "regression" or cfg.training.class_weight is None:
+    if cfg.dataset.task == "classification" or cfg.training.class_weight is None:
         return []
-    return [src.problem(("training", "class_weight"), "class weights need classes, but "
-                        "dataset.task is regression; remove class_weight")]
+    needs = "classes" if cfg.dataset.task == "regression" else "one class per sample"
+    return [src.problem(("training", "class_weight"), f"class weights need {needs}, but "
+                        f"dataset.task is {cfg.dataset.task}; remove class_weight")]
+
+
+def check_multi_label(cfg: Config, src: Sources) -> list[Problem]:
+    """Several labels per sample are read from text, and need one sigmoid output each."""
+    if cfg.dataset.task != "multi_label":
+        return []
+    if cfg.dataset.name != "text":
+        return [src.problem(("dataset", "task"), "multi_label reads several labels per sample "
+                            f"from text data (name: text), but name is {cfg.dataset.name}")]
+    if loss_name(cfg.training.loss) not in {"auto", *BINARY_LOSSES}:
+        return [src.problem(("training", "loss"), f"{cfg.training.loss} does not fit "
+                            "dataset.task: multi_label (one sigmoid output per label); use "
+                            "binary_crossentropy")]
+    return []
 
 
 def check_monitors_have_validation(cfg: Config, src: Sources) -> list[Problem]:
@@ -178,14 +196,6 @@ def check_name(cfg: Config, src: Sources) -> list[Problem]:
         return []
     return [src.problem(("name",), f"the config file's name '{cfg.name}' cannot name a run "
                         "directory; set `name:` to letters, digits, '.', '_' and '-'")]
-
-
-def check_distribution_data(cfg: Config, src: Sources) -> list[Problem]:
-    if cfg.training.distribution != "mirrored" or cfg.dataset.name != "text":
-        return []
-    return [src.problem(("training", "distribution"), "mirrored cannot train on text: Keras "
-                        "builds a mirrored model from the mean of a first batch across the "
-                        "replicas, and strings have no mean; set distribution: none")]
 
 
 def check_interactions(cfg: Config, src: Sources) -> list[Problem]:
@@ -276,9 +286,9 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitors_have_validation, MONITOR_INPUTS),
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
-    (check_distribution_data, ("training.distribution", "dataset.name")),
     (check_interactions, ("dataset.name", "dataset.task", "dataset.interactions",
                           "model.recommender")),
+    (check_multi_label, ("dataset.task", "dataset.name", "training.loss")),
 ]
 
 
@@ -312,8 +322,8 @@ def resolve(cfg: Config, default_name: str) -> None:
     if training.metrics is None and cfg.dataset.task in RECOMMENDER_TASKS:
         training.metrics = ["mean_absolute_error"] if cfg.dataset.task == "rating" else []
     if training.metrics is None:
-        classify = cfg.dataset.task == "classification"
-        training.metrics = ["accuracy"] if classify else ["mean_absolute_error"]
+        training.metrics = {"classification": ["accuracy"], "regression": ["mean_absolute_error"],
+                            "multi_label": ["binary_accuracy"]}[cfg.dataset.task]
     default_monitor = "val_loss" if cfg.dataset.validation_split is not None else "loss"
     for _, name in MONITORS:
         section = getattr(training, name)
@@ -330,7 +340,7 @@ def _auto_loss(cfg: Config) -> str:
         return "binary_crossentropy"  # positives against sampled negatives, pointwise
     if cfg.dataset.task in ("regression", "rating"):
         return "mean_squared_error"
-    if _last_layer_is_single_sigmoid(cfg.model.layers):
+    if cfg.dataset.task == "multi_label" or _last_layer_is_single_sigmoid(cfg.model.layers):
         return "binary_crossentropy"
     if cfg.preprocessing.labels == "onehot":
         return "categorical_crossentropy"

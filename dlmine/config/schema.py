@@ -39,6 +39,16 @@ def _non_negative(value: Any) -> str | None:
     return None if value >= 0 else "expected a number >= 0"
 
 
+def _codec(value: Any) -> str | None:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        return "expected a Python codec name such as utf-8, latin-1 or cp1252"
+    return None
+
+
 def _safe_name(value: Any) -> str | None:
     if value is None or NAME_PATTERN.match(value):
         return None
@@ -139,6 +149,10 @@ class DatasetConfig:
         "each column, codes being its categories seen in training + 1 for unseen values "
         "(fast.ai's rule).", check=lambda v: None if v is None else _positive(v))
     text_column: str = doc("Text CSVs: the column holding the text.", "text")
+    encoding: str = doc(
+        "Text: the encoding of text CSVs and `.txt` files (a Python codec name, e.g. `latin-1`); "
+        "bytes that do not decode are an error naming the file and the byte offset.", "utf-8",
+        check=_codec)
     image_size: list[int] | None = doc(
         "Images: every image is resized to `[height, width]`. Required for `images`.")
     color_mode: Literal["rgb", "grayscale"] = doc(
@@ -152,10 +166,16 @@ class DatasetConfig:
     test_split: float = doc(
         "Fraction held out as the test split when the data has no test set of its own "
         "(`digits`, an `.npz` without `x_test`).", 0.2, check=_fraction)
-    task: Literal["classification", "regression", "rating", "ranking"] = doc(
-        "`classification` (integer class labels) or `regression` (numeric targets); for "
+    task: Literal["classification", "regression", "multi_label", "rating", "ranking"] = doc(
+        "`classification` (integer class labels), `regression` (numeric targets) or "
+        "`multi_label` (text only: several labels per text, `a|b`, split on "
+        "`label_separator`; one sigmoid output per label, binary cross-entropy); for "
         "`interactions`, `rating` (predict the rating) or `ranking` (implicit feedback: rank "
         "the items a user will interact with).", "classification")
+    label_separator: str = doc("`multi_label`: what separates the labels of one text.", "|")
+    threshold: float = doc(
+        "`multi_label`: a label is predicted (by `evaluate` and `predict`) when its sigmoid "
+        "output is at least this.", 0.5, check=_fraction)
     class_names: list[str] | None = doc(
         "Names of the classes, in label order, for reports; null uses the dataset's own names "
         "or the label numbers.")
@@ -166,12 +186,26 @@ class DatasetConfig:
 
 @dataclass
 class TextConfig:
-    max_tokens: int = doc("Vocabulary size, the padding and unknown tokens included.", 10000,
-                          check=_positive)
-    sequence_length: int = doc("Tokens per text: longer texts are cut, shorter ones padded.",
-                               100, check=_positive)
-    ngrams: int | None = doc("Also index n-grams up to this length; null for single words.",
-                             check=lambda v: None if v is None else _positive(v))
+    output_mode: Literal["int", "multi_hot", "count", "tf_idf"] = doc(
+        "What a text becomes: `int`, a sequence of `sequence_length` token ids (0 is padding, "
+        "1 a term never seen in training) for `Embedding` and recurrent or convolutional "
+        "layers; or a bag of `max_tokens` floats for `Dense` layers: `multi_hot` "
+        "(1 when the term occurs), `count` (how often), `tf_idf` (count x inverse document "
+        "frequency, each text scaled to unit length).", "int")
+    max_tokens: int = doc(
+        "Vocabulary size, the padding and unknown ids included: the `max_tokens - 2` most "
+        "frequent terms (words and n-grams) of the training split. An `Embedding` needs "
+        "`input_dim: max_tokens`.", 10000, check=_positive)
+    sequence_length: int = doc(
+        "`int` mode: ids per text; longer texts are cut at the end, shorter ones padded with 0 "
+        "at the end (`Embedding: {mask_zero: true}` masks the padding).", 100, check=_positive)
+    ngrams: int | None = doc(
+        "Also count n-grams up to this many words (2: pairs of adjacent words); null for "
+        "single words.", check=lambda v: None if v is None else _positive(v))
+    lowercase: bool = doc("Lowercase the text before splitting it into words.", True)
+    strip_punctuation: bool = doc(
+        "Remove ASCII punctuation (`don't` becomes `dont`) before splitting into words.", True)
+    strip_html: bool = doc("Replace HTML tags such as `<br />` by a space.", True)
 
 
 @dataclass
@@ -189,8 +223,8 @@ class PreprocessingConfig:
         "Class labels as integers (for `sparse_categorical_crossentropy`) or one-hot vectors "
         "(for `categorical_crossentropy`). Ignored for regression.", "integer")
     text: TextConfig = doc(
-        "Text: the `TextVectorization` layer that dlmine puts first in the model, adapted on the "
-        "training split and saved inside the model.", factory=lambda: TextConfig())
+        "Text: how texts become model inputs; the vocabulary is fitted on the training split "
+        "and saved in `preprocessing.json`.", factory=lambda: TextConfig())
     augmentation: list[Any] = doc(
         "Layers put before `model.layers`, written like them, e.g. `- RandomFlip: {mode: "
         "horizontal}`; Keras' `Random*` layers act in training only.", factory=list)
@@ -301,7 +335,7 @@ class TrainingConfig:
         "`none`: one device. `mirrored`: every GPU of this machine trains a copy of the model "
         "on its share of each batch (TensorFlow's `MirroredStrategy`; `batch_size` is the "
         "batch of all of them together); without a GPU, every CPU device "
-        "(`DLMINE_CPU_DEVICES`). TensorFlow backend only; not for text.", "none")
+        "(`DLMINE_CPU_DEVICES`). TensorFlow backend only.", "none")
 
 
 @dataclass

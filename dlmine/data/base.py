@@ -73,16 +73,15 @@ class Source:
 
     Attributes:
         kind: the `DataInfo.kind` of these data.
-        shape_from_data: the input shape is known only from the data (a table's encoded
-            width, a vocabulary), so `describe` cannot answer and `check` loads the data.
+        shape_from_data: the input shape or the classes are known only from the data (a
+            table's encoded width, a text CSV's labels), so `describe` cannot answer and
+            `check` loads the data.
         in_memory: the inputs are held in memory (k-fold cuts them).
-        strings: the inputs are strings, which only `tf.data` carries.
     """
 
     kind = "arrays"
     shape_from_data = False
     in_memory = True
-    strings = False
 
     def __init__(self, cfg: DatasetConfig):
         self.cfg = cfg
@@ -226,9 +225,6 @@ class Source:
 
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         return inputs, inputs
-
-    def adapt(self, model, x_train) -> None:
-        """Fit what lives inside the model on the training inputs (a text vocabulary)."""
 
     def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
                          first_epoch: int, sample_weight=None):

@@ -37,19 +37,6 @@ def check_regular_file(path: Path, expected: str) -> None:
         raise DataError(f"{path}: not a regular file ({kind}); expected {expected}")
 
 
-def read_utf8(path: Path, expected: str = "a text file") -> str:
-    """The text of a UTF-8 file; a `DataError` naming the first bad byte, its line and column."""
-    check_regular_file(path, expected)
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        line, column, byte, _ = utf8_error(path)
-        raise DataError(f"{path}: cannot read it as UTF-8 text (byte 0x{byte:02x} at line "
-                        f"{line}, column {column})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
-
-
 def utf8_error(path: Path) -> tuple[int, int, int, str]:
     """(line, column, byte, the line's text before the byte) of the first byte of `path` that
     is not UTF-8; lines and columns count from 1, columns in characters.

@@ -16,6 +16,7 @@ import numpy as np
 from dlmine.config.schema import PreprocessingConfig, TextConfig
 from dlmine.data.shards import ShardSet, statistics
 from dlmine.data.tabular import TableEncoder
+from dlmine.data.vocabulary import Vocabulary
 from dlmine.errors import DataError
 from dlmine.rundir import json_text
 
@@ -49,6 +50,7 @@ class Preprocessor:
         self.vocabularies = columns if kind == "interactions" else None
         if kind == "table":
             self.encoder = TableEncoder(columns or {})
+        self.vocabulary = Vocabulary(cfg.text) if kind == "text" else None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 
@@ -59,7 +61,9 @@ class Preprocessor:
 
     def output_shape(self) -> tuple:
         """The shape of one preprocessed sample: what the model's input is built on."""
-        if self.kind in ("table", "text", "interactions"):
+        if self.vocabulary is not None:
+            return self.vocabulary.output_shape()
+        if self.kind in ("table", "interactions"):
             return self.sample_shape
         shape = self.sample_shape
         if self.cfg.reshape is not None:
@@ -69,12 +73,16 @@ class Preprocessor:
         return tuple(shape)
 
     def fit(self, x_train: np.ndarray) -> Preprocessor:
-        """Fit the table encoder, or the statistics of `standardize`, on the training inputs only."""
+        """Fit the table encoder, the text vocabulary or the statistics of `standardize`, on the
+        training inputs only."""
         if self.encoder is not None:
             self.encoder.fit(x_train)
             self.sample_shape = (self.encoder.width(),)
             return self
-        if self.kind in ("text", "interactions"):
+        if self.vocabulary is not None:
+            self.vocabulary.fit(x_train)
+            return self
+        if self.kind == "interactions":
             return self
         if self.cfg.standardize and isinstance(x_train, ShardSet):  # one shard at a time
             mean, std = statistics(x_train, self._scaled, self.cfg.standardize == "feature")
@@ -91,8 +99,8 @@ class Preprocessor:
     def transform_x(self, x) -> np.ndarray:
         if self.encoder is not None:
             return self.encoder.transform(x)
-        if self.kind == "text":
-            return np.asarray(x, dtype=str).reshape(-1, 1)
+        if self.vocabulary is not None:
+            return self.vocabulary.transform(x)
         if self.kind == "interactions":  # (user, item) codes of the vocabularies
             return np.asarray(x, dtype="int32")
         if isinstance(x, ShardSet):  # transformed as each shard is read
@@ -114,7 +122,7 @@ class Preprocessor:
         return np.ascontiguousarray(x.reshape((len(x), *shape)), dtype="float32")
 
     def transform_y(self, y: np.ndarray) -> np.ndarray:
-        if self.task in ("regression", "rating", "ranking"):
+        if self.task in ("regression", "multi_label", "rating", "ranking"):
             return y.astype("float32")
         if self.cfg.labels == "onehot":
             return np.eye(self.num_classes, dtype="float32")[y]
@@ -142,6 +150,8 @@ class Preprocessor:
         if self.encoder is not None:
             meta["columns"] = self.encoder.kinds
             meta["encoder"] = self.encoder.state
+        if self.vocabulary is not None:
+            meta["vocabulary"] = self.vocabulary.state()
         files = {STATE_JSON: json_text(meta, Path(STATE_JSON)).encode()}
         if self.mean is not None:
             buffer = io.BytesIO()
@@ -160,6 +170,8 @@ class Preprocessor:
                        meta.get("columns"))
             if prep.encoder is not None:
                 prep.encoder.state = meta["encoder"]
+            if prep.vocabulary is not None:
+                prep.vocabulary = Vocabulary(prep.cfg.text, meta["vocabulary"])
             if meta.get("statistics"):
                 with np.load(Path(run_dir) / meta["statistics"], allow_pickle=False) as npz:
                     prep.mean, prep.std = npz["mean"], npz["std"]

@@ -1,34 +1,39 @@
 """Text (`text`): a CSV with a text column and a label, or one folder of `.txt` files per class.
 
-dlmine puts a `TextVectorization` layer first in the model, adapted on the training split
-and saved inside the model, so the model takes raw strings; strings travel through
-`tf.data`, so text needs the TensorFlow backend.
+The vocabulary (`dlmine.data.vocabulary.Vocabulary`, part of the preprocessing) is fitted
+on the training split and saved in `preprocessing.json`; the model takes what it makes of
+a text, token ids of shape (sequence_length,) or a bag of (max_tokens,) floats, so no string reaches
+Keras and text trains, evaluates, predicts and exports on every backend.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from dlmine.config.loading import Sources, valid_list
 from dlmine.config.schema import Config, DatasetConfig
-from dlmine.data import tabular
-from dlmine.data.base import NEEDS_TWO, DataInfo, Source, class_folders
-from dlmine.data.files import read_utf8
-from dlmine.errors import ConfigError, DataError
+from dlmine.data.base import DataInfo, Source, class_folders
+from dlmine.data.files import check_regular_file
+from dlmine.errors import DataError
 
 
 class TextSource(Source):
-    """Texts and their labels; the model's first layer turns strings into token ids."""
+    """Texts and their labels; the vocabulary fitted on the training texts makes the inputs."""
 
     kind = "text"
     shape_from_data = True
-    strings = True
 
     def read(self) -> dict:
         return load_text(self.cfg)
+
+    def labels(self, y: np.ndarray, key: str) -> np.ndarray:
+        return y  # made by `encode_labels`: class indices, or 0/1 rows for multi_label
 
     def loaded_info(self, arrays: dict, x_train) -> DataInfo:
         return DataInfo((1,), None, list(arrays["class_names"]), "text")
@@ -39,55 +44,29 @@ class TextSource(Source):
         super().hash_into(digest, array)
 
     def input_layers(self, cfg: Config, src: Sources, input_shape: tuple, info: DataInfo):
-        return text_input(cfg, src)
+        """Token ids (`int32`, 0 = padding, which `Embedding: {mask_zero: true}` masks), or a
+        float bag of words."""
+        import keras
 
-    def adapt(self, model, x_train) -> None:
-        """Fit the vocabulary of the model's `TextVectorization` layer on the training texts."""
-        layer = model.get_layer("text_vectorization")
-        layer.adapt(np.asarray(x_train, dtype=object).reshape(-1))
-
-    def feed(self, batches):
-        """The same batches, in the same order, as a `tf.data` pipeline: Keras' PyDataset
-        adapter cannot carry strings."""
-        import tensorflow as tf
-
-        first = batches[0]
-        signature = tuple(tf.TensorSpec((None, *a.shape[1:]), _tf_dtype(a)) for a in first)
-        dataset = tf.data.Dataset.from_generator(
-            lambda: (batches[i] for i in range(len(batches))), output_signature=signature)
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
-
-    def as_input(self, x, y=None, batch_size: int = 32):
-        import tensorflow as tf
-
-        return tf.data.Dataset.from_tensor_slices(x if y is None else (x, y)).batch(batch_size)
-
-    def predict_batch_size(self, x, batch_size: int) -> None:
-        return None  # batched by `as_input`
+        if cfg.preprocessing.text.output_mode == "int":
+            inputs = keras.Input(shape=tuple(input_shape), dtype="int32", name="token_ids")
+        else:
+            inputs = keras.Input(shape=tuple(input_shape), name="bag_of_words")
+        return inputs, inputs
 
     def read_input(self, path: Path):
         """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV with
         the text column."""
         if path.is_dir():
-            texts = [read_utf8(p, "a .txt file") for p in sorted(path.glob("*.txt"))]
+            texts = [read_text_file(p, self.cfg.encoding) for p in sorted(path.glob("*.txt"))]
         elif path.suffix.lower() == ".csv":
-            frame = tabular.read_table(path, "csv")
-            column = self.cfg.text_column or "text"
-            if column not in frame.columns:
-                raise DataError(f"{path}: expected a column '{column}' holding the texts; "
-                                f"received the columns {', '.join(frame.columns)}")
-            texts = frame[column].fillna("").astype(str).tolist()
+            frame = read_csv(path, self.cfg.encoding)
+            texts = list(text_column(frame, path, self.cfg.text_column))
         else:
-            texts = [read_utf8(path, "a .txt file")]
+            texts = [read_text_file(path, self.cfg.encoding)]
         if not texts:
             raise DataError(f"{path}: no texts (.txt files) to predict")
-        return np.asarray(texts, dtype=str)
-
-
-def _tf_dtype(array):
-    import tensorflow as tf
-
-    return tf.string if array.dtype.kind in "OUS" else tf.as_dtype(array.dtype)
+        return np.asarray(texts, dtype=object)
 
 
 def load_text(cfg: DatasetConfig) -> dict:
@@ -99,71 +78,129 @@ def load_text(cfg: DatasetConfig) -> dict:
             continue
         path = Path(raw)
         if path.is_dir():
-            texts, labels, names = _text_folder(path, class_names)
+            texts, labels, names = _text_folder(path, class_names, cfg.encoding)
         else:
             texts, labels, names = _text_csv(path, cfg, class_names)
+        if class_names is None:
+            check_classes(path, [v for row in labels for v in row], names)
         class_names = class_names or names
-        out[f"x_{split}"], out[f"y_{split}"] = texts, labels
+        out[f"x_{split}"], out[f"y_{split}"] = texts, encode_labels(labels, class_names,
+                                                                    cfg.task)
     out["class_names"] = class_names
     return out
 
 
+def encode_labels(labels: list, names: list, task: str) -> np.ndarray:
+    """Class indices, or for `multi_label` one row of 0/1 per text (1 for each of its labels)."""
+    index = {name: i for i, name in enumerate(names)}
+    if task != "multi_label":
+        return np.array([index[row[0]] for row in labels], dtype="int64")
+    hot = np.zeros((len(labels), len(names)), dtype="float32")
+    for i, row in enumerate(labels):
+        hot[i, [index[v] for v in row]] = 1.0
+    return hot
+
+
+def read_csv(path: Path, encoding: str):
+    """A CSV of text (gzipped when it ends `.gz`), every cell a string, decoded as
+    `dataset.encoding` says."""
+    import pandas as pd
+
+    check_regular_file(path, "a CSV file")
+    try:
+        raw = path.read_bytes()
+        content = decode(gzip.decompress(raw) if path.suffix == ".gz" else raw, path, encoding)
+        frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a header row and data rows") from None
+    except (pd.errors.ParserError, gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
+    if frame.empty:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def decode(content: bytes, path: Path, encoding: str) -> str:
+    """`content` as text, or a `DataError` naming the byte offset and line of the first bad byte."""
+    try:
+        return content.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        start = content.rfind(b"\n", 0, exc.start) + 1
+        column = len(content[start:exc.start].decode(encoding, errors="replace")) + 1
+        raise DataError(f"{path}: cannot read it as {encoding.upper()} text (byte "
+                        f"0x{content[exc.start]:02x} at line {line}, column {column}, byte offset "
+                        f"{exc.start}); set dataset.encoding to the file's encoding, e.g. latin-1 "
+                        "or cp1252") from None
+
+
+def read_text_file(path: Path, encoding: str) -> str:
+    check_regular_file(path, "a .txt file")
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return decode(content, path, encoding)
+
+
+def text_column(frame, path: Path, column: str) -> np.ndarray:
+    """The texts of `column`; a missing column, or one without any text, is named."""
+    if column not in frame.columns:
+        raise DataError(f"{path}: text column '{column}' not found (dataset.text_column)"
+                        + valid_list(column, list(frame.columns), "Columns"))
+    texts = frame[column].to_numpy(dtype=object)
+    if not any(t.strip() for t in texts):
+        raise DataError(f"{path}: text column '{column}' is empty in all {len(texts)} rows; "
+                        "expected text (is dataset.text_column the right column?)")
+    return texts
+
+
 def _text_csv(path: Path, cfg: DatasetConfig, known: list | None):
-    frame = tabular.read_table(path, "csv")
+    frame = read_csv(path, cfg.encoding)
     target = cfg.target or "label"
-    for column in (cfg.text_column, target):
-        if column not in frame.columns:
-            raise DataError(f"{path}: column '{column}' not found"
-                            + valid_list(column, list(frame.columns), "Columns"))
-    texts = frame[cfg.text_column].fillna("").astype(str).to_numpy(dtype=object)
-    labels = [tabular.category(v) for v in frame[target]]
-    if known is None and cfg.task == "classification" and len(set(labels)) == 1:
-        raise DataError(f"{path}: the label column '{target}' holds one class only "
-                        f"({labels[0]!r}); {NEEDS_TWO}")
-    names = known or sorted(set(labels))
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise DataError(f"{path}: label '{unknown[0]}' is not a class of the training data "
-                        f"({', '.join(names)})")
-    return texts, np.array([names.index(v) for v in labels], dtype="int64"), names
+    texts = text_column(frame, path, cfg.text_column)
+    if target not in frame.columns:
+        raise DataError(f"{path}: label column '{target}' not found (dataset.target)"
+                        + valid_list(target, list(frame.columns), "Columns"))
+    several = cfg.task == "multi_label"
+    labels = [[v.strip() for v in (cell.split(cfg.label_separator) if several else [cell])]
+              for cell in frame[target]]
+    for row, values in enumerate(labels):
+        if "" in values:
+            raise DataError(f"{path}: column '{target}', row {row + 2}: "
+                            + ("a label is empty" if several and len(values) > 1 else
+                               "the label is missing"))
+    names = known or sorted({v for row in labels for v in row})
+    for row, values in enumerate(labels):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise DataError(f"{path}: column '{target}', row {row + 2}: label '{unknown[0]}' "
+                            f"is not a class of the training data ({', '.join(names)})")
+    return texts, labels, names
 
 
-def _text_folder(path: Path, known: list | None):
+def check_classes(path: Path, labels: list, names: list) -> None:
+    """At least two classes, and two samples of each, so that the splits can be stratified
+    (`labels`: every label of every sample)."""
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise DataError(f"{path}: every label is '{labels[0]}'; classification needs at least "
+                        "2 classes")
+    single = sorted(name for name, count in counts.items() if count == 1)
+    if single:
+        raise DataError(f"{path}: class '{single[0]}' has a single sample; expected at least 2 "
+                        "per class (one cannot be both trained on and tested); remove it or "
+                        "collect more")
+
+
+def _text_folder(path: Path, known: list | None, encoding: str):
     names = class_folders(path, known, ".txt files")
     texts, labels = [], []
-    for label, name in enumerate(names):
+    for name in names:
         for file in sorted((path / name).glob("*.txt")):
-            try:
-                texts.append(file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise DataError(f"{file}: cannot read it as UTF-8 text ({exc})") from None
-            labels.append(label)
+            texts.append(read_text_file(file, encoding))
+            labels.append([name])
     if not texts:
         raise DataError(f"{path}: no .txt files in the class folders")
-    return np.array(texts, dtype=object), np.array(labels, dtype="int64"), names
-
-
-def text_input(cfg: Config, src: Sources):
-    """A string input and the `TextVectorization` layer (adapted later, on the training split)."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError([src.problem(("dataset", "name"), "text data needs the TensorFlow "
-                                       f"backend (string tensors); KERAS_BACKEND is "
-                                       f"{keras.backend.backend()}")])
-    text = cfg.preprocessing.text
-    inputs = keras.Input(shape=(1,), dtype="string", name="text")
-    vectorize = keras.layers.TextVectorization(
-        max_tokens=text.max_tokens, output_sequence_length=text.sequence_length,
-        ngrams=text.ngrams, output_mode="int", name="text_vectorization")
-    return inputs, vectorize(inputs)
-
-
-def adapt_text(model, texts) -> None:
-    """Fit the vocabulary of the model's `TextVectorization` layer on the training texts."""
-    import numpy as np
-
-    layer = model.get_layer("text_vectorization")
-    layer.adapt(np.asarray(texts, dtype=object).reshape(-1))
-
-
+    return np.array(texts, dtype=object), labels, names

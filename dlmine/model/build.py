@@ -72,6 +72,12 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
         raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, but "
                                        "the loss needs one vector per sample, (None, units): add "
                                        "Flatten (or a global pooling layer) before the last layer")])
+    if cfg.dataset.task == "multi_label" and units != num_classes:
+        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
+                                       f"but the data has {num_classes} labels and "
+                                       "dataset.task: multi_label needs one sigmoid output per "
+                                       f"label: expected (None, {num_classes}); set units: "
+                                       f"{num_classes}")])
     if cfg.dataset.task == "classification" and num_classes:
         binary = loss in {"binary_crossentropy", "binary_focal_crossentropy"}
         if binary and num_classes != 2:

@@ -40,6 +40,9 @@ def evaluate_model(model, x, y: np.ndarray, cfg: Config, class_names: list, batc
         metrics.update(r2=float(r2_score(truth, guess)), mse=float(mean_squared_error(truth, guess)),
                        mae=float(mean_absolute_error(truth, guess)))
         return {"metrics": metrics, "samples": int(len(x))}
+    if cfg.dataset.task == "multi_label":
+        return {"metrics": metrics, **multi_label_report(y, predicted, class_names,
+                                                         cfg.dataset.threshold)}
     report = classification_report(y, predicted, class_names)
     if len(report["labels"]) == 2:
         metrics.update(binary_auc(report["truth"], predicted))
@@ -78,6 +81,24 @@ def classification_report(y: np.ndarray, predicted: np.ndarray, class_names: lis
     matrix = confusion_matrix(truth, guess, labels=labels)
     return {"per_class": per_class, "confusion_matrix": matrix.tolist(), "labels": names,
             "samples": int(len(truth)), "macro_f1": float(np.mean(f1)), "truth": truth}
+
+
+def multi_label_report(y: np.ndarray, predicted: np.ndarray, class_names: list,
+                       threshold: float) -> dict:
+    """Micro and macro F1 and each label's precision, recall, F1 and support (sklearn); a label
+    is predicted when its output is at least `threshold`."""
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    truth, guess = y.astype(int), (predicted >= threshold).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, guess,
+                                                                     zero_division=0)
+    per_label = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                        "support": int(s)}
+                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support,
+                                             strict=True)}
+    return {"per_label": per_label, "samples": int(len(truth)), "threshold": threshold,
+            "micro_f1": float(f1_score(truth, guess, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(truth, guess, average="macro", zero_division=0))}
 
 
 def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) -> dict:

@@ -71,7 +71,10 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]
     x = source.check_input(source.read_input(path), prep, str(input_path), Reporter().warn)
     model = load_checkpoint(run, checkpoint)
     outputs = predict_outputs(model, prep.transform_x(x), cfg)
-    return records(outputs, prep.task, class_names(run, outputs.shape[-1]))
+    names = class_names(run, outputs.shape[-1])
+    if prep.task == "multi_label":
+        return label_records(outputs, names, cfg.dataset.threshold, cfg.dataset.label_separator)
+    return records(outputs, prep.task, names)
 
 
 def class_names(run: RunDir, count: int) -> list[str]:
@@ -106,6 +109,16 @@ def records(outputs: np.ndarray, task: str, names: list[str]) -> list[dict]:
         out.append({"sample": i, "class": names[best], "class_index": best,
                     "probabilities": {n: _short(p) for n, p in zip(names, row, strict=False)}})
     return out
+
+
+def label_records(outputs: np.ndarray, names: list[str], threshold: float,
+                  separator: str) -> list[dict]:
+    """Multi-label outputs as one dict per sample: `{"sample", "labels", "probabilities"}`,
+    `labels` being every label whose output is at least `threshold`, joined by `separator`."""
+    return [{"sample": i, "labels": separator.join(n for n, p in zip(names, row, strict=True)
+                                                   if p >= threshold),
+             "probabilities": {n: _short(p) for n, p in zip(names, row, strict=True)}}
+            for i, row in enumerate(outputs)]
 
 
 def _short(value) -> float:

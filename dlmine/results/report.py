@@ -72,6 +72,8 @@ def make_plots(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
                         plots.confusion_matrix(evaluation["confusion_matrix"], evaluation["labels"])))
     if evaluation.get("per_class"):
         out.append(Plot("f1_per_class.png", "F1 per class", plots.f1_bars(evaluation["per_class"])))
+    if evaluation.get("per_label"):  # multi_label
+        out.append(Plot("f1_per_label.png", "F1 per label", plots.f1_bars(evaluation["per_label"])))
     if len(evaluation.get("labels") or []) == 2:
         out.extend(binary_curves(run, facts, reporter))
     return out

@@ -56,7 +56,6 @@ def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDi
     prep.num_classes = splits.info.num_classes
     compile_model(prepared.model, cfg)
     prep.fit(splits.x_train)
-    prepared.source.adapt(prepared.model, splits.x_train)
     config_text = to_yaml(cfg)
     run.write(CONFIG, config_text)
     run.write_json(RUN_JSON, {
