@@ -7,6 +7,7 @@ silenced at the C level (`silenced`), and `backend_name` answers without importi
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -51,9 +52,40 @@ def silenced(*fds: int, into: int | None = None) -> Iterator[None]:
             os.close(target)
 
 
+@contextmanager
+def _without_collections() -> Iterator[None]:
+    """The cyclic garbage collector paused while Keras and its backend import, their objects
+    frozen after (`gc.freeze`), then resumed.
+
+    The import makes some 450,000 objects that live as long as the process; collecting while
+    they are made ran about 8 full collections (2.0 CPU-s in all, measured on 2 EPYC cores)
+    that found next to nothing, and every later full collection would scan them again.
+    Frozen, they are never scanned.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def import_keras(debug: bool = False):
     """Import Keras and its backend without the backend's start-up log lines."""
-    if "keras" in sys.modules or debug or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+    if "keras" in sys.modules:
+        import keras
+
+        split_cpu()
+        return keras
+    with _without_collections():
+        return _import_keras(debug)
+
+
+def _import_keras(debug: bool):
+    if debug or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
         import keras
 
         split_cpu()
