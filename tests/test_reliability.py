@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -518,16 +519,18 @@ def test_second_process_is_refused_and_a_dead_owners_lock_is_taken_over(workdir,
     try:
         wait_until(lambda: state_epoch(run) >= 1, proc, "epoch 1 to be committed")
         proc.signal(signal.SIGSTOP)  # alive but frozen: the refusal cannot race its end
-        assert (run / ".lock").read_text().strip() == str(proc.pid)
+        assert (run / ".lock").read_text().strip() == f"{proc.pid} {socket.gethostname()}"
         before = snapshot(run)
         result = cli("train", "--resume", run)
         assert result.exit_code == 2, result.output
-        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid}); "
+        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid} on "
+                                 f"{socket.gethostname()}); "
                                  "wait for it, or stop it\n")
         assert snapshot(run) == before  # nothing written: no 'resumed', no status change
     finally:
         proc.kill()
-    assert (run / ".lock").read_text().strip() == str(proc.pid)  # the dead owner's lock stays
+    # the dead owner's lock stays
+    assert (run / ".lock").read_text().strip() == f"{proc.pid} {socket.gethostname()}"
     result = cli("train", "--resume", run)
     assert result.exit_code == 0, result.output
     assert_same_as_baseline(run, baseline)
@@ -544,7 +547,8 @@ def test_resume_before_the_first_epoch_of_a_live_training_is_refused_as_in_use(w
         assert not (run / "training_state.json").exists()
         before = snapshot(run)
         result = cli("train", "--resume", run)
-        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid}); "
+        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid} on "
+                                 f"{socket.gethostname()}); "
                                  "wait for it, or stop it\n")
         assert result.exit_code == 2
         assert snapshot(run) == before
