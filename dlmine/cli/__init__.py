@@ -66,6 +66,13 @@ class Group(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # `dlmine --bogus`: the format of every exit 2
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
+
     def invoke(self, ctx: click.Context):
         debug = ctx.params.get("debug", False)
         try:
@@ -80,6 +87,11 @@ class Group(click.Group):
                 traceback.print_exc()
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
+        except click.UsageError as exc:  # one format for every exit 2: no `Usage:`/`Try` lines
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in dlmine: said so, never dressed as a user error
