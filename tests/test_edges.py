@@ -642,6 +642,23 @@ def test_every_exit_2_error_has_one_format(tiny_run, work, args, says):
     assert "Usage:" not in result.stderr
 
 
+def test_bare_dlmine_still_prints_its_help():
+    """click shows the help of a bare `dlmine` through a UsageError: not an `Error:` line."""
+    result = invoke()
+    assert result.exit_code == 2, result.output
+    assert "Usage:" in result.output and "Commands:" in result.output
+    assert "Error:" not in result.output
+
+
+def test_a_peer_failure_is_told_by_the_exception_type_not_by_a_word_in_a_message():
+    """`"gloo" in str(exc)` took any error that names a gloo path for a peer's stop."""
+    from dlmine.backend.distributed import _collective_failed
+    from dlmine.errors import DataError
+
+    assert not _collective_failed(DataError("/data/gloo/x.npz: missing"))
+    assert not _collective_failed(RuntimeError("UNKNOWN: Gloo connection closed"))
+
+
 def test_saved_config_yaml_resolves_every_auto_and_null_default(table_run):
     """README: the saved config.yaml holds every key with its resolved value, except
     mixed_precision: auto and jit_compile: auto (run.json records `precision` and `jit_compile`)

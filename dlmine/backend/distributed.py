@@ -110,6 +110,18 @@ def use_jax(cluster: Cluster) -> None:
                          "inside Keras 3's fit)")
 
 
+def _collective_failed(exc: BaseException) -> bool:
+    """A peer's stop, as this process sees it: JAX's runtime error from a Gloo collective.
+
+    JAX raises one type, `JaxRuntimeError`, for every failed XLA status, with no subclass for
+    collectives, so the type is checked first (a dlmine error whose message names a `gloo`
+    path is never taken for one) and only then the status text, which names Gloo."""
+    errors = sys.modules.get("jax.errors")
+    runtime_error = getattr(errors, "JaxRuntimeError", None)
+    return (runtime_error is not None and isinstance(exc, runtime_error)
+            and "gloo" in str(exc).lower())
+
+
 @contextmanager
 def session(cluster: Cluster) -> Iterator[Path | None]:
     """Join the job, then train in it; yields where this process must write its run.
@@ -135,7 +147,7 @@ def session(cluster: Cluster) -> Iterator[Path | None]:
             signal.signal(sig, signal.SIG_IGN)
         _failed_exit_code = (exc.exit_code if isinstance(exc, DlmineError) else
                              130 if isinstance(exc, KeyboardInterrupt) else 1)
-        if "gloo" in str(exc).lower():
+        if _collective_failed(exc):
             raise PeerFailed(f"{cluster}: another process of the job stopped, so this one "
                              f"stops too ({str(exc).splitlines()[0]}); the cause is in the "
                              "output of the process that stopped first") from exc

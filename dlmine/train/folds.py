@@ -65,11 +65,12 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
     """Train one run per fold under `run` and write the aggregated `eval.json`."""
     cfg = loaded.config
     parts = fold_splits(source, splits, folds, cfg.seed, cfg.dataset.task)
-    run.write(CONFIG, to_yaml(cfg))
-    run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
-                              "started": now_iso(), "ended": None, "command": argv,
-                              "device": device_used, "seed": cfg.seed,
-                              "data_fingerprint": splits.fingerprint, "final_metrics": None})
+    with run.removed_on_failure():  # a full disk here leaves no half-made run directory
+        run.write(CONFIG, to_yaml(cfg))
+        run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
+                                  "started": now_iso(), "ended": None, "command": argv,
+                                  "device": device_used, "seed": cfg.seed,
+                                  "data_fingerprint": splits.fingerprint, "final_metrics": None})
     reports = []
     for k, part in enumerate(parts, start=1):
         reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
