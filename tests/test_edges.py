@@ -385,6 +385,24 @@ def test_resume_of_a_killed_run_refuses_an_edited_config_yaml(killed, work):
     assert "resumed" not in info
 
 
+def test_resume_force_accepts_an_edited_config_yaml_and_records_it(killed, work):
+    """--force: the edit is recorded under `resumed` and becomes the run's config, so that
+    evaluate accepts the run afterwards."""
+    run = copy_run(killed, work / "edited-forced")
+    wanted = committed_epoch(run) + 1
+    _edit(run / "config.yaml", "epochs: 400\n", f"epochs: {wanted}\n")
+    result = invoke("train", "--resume", run, "--force")
+    clean(result)
+    assert result.exit_code == 0, result.output
+    info = read_json(run / "run.json")
+    assert info["status"] == "completed", info
+    assert info["resumed"][-1]["config_changes"] == [f"training.epochs: 400 -> {wanted}"]
+    assert info["config"]["training"]["epochs"] == wanted
+    evaluated = invoke("evaluate", run)
+    clean(evaluated)
+    assert evaluated.exit_code == 0, evaluated.output
+
+
 # --- items 8-9: predictions into a run, a full disk ---------------------------------------------
 
 @pytest.mark.parametrize("target", ["history.csv", "new.csv", "checkpoints/p.csv", "report/p.jsonl"])

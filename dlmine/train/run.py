@@ -113,6 +113,8 @@ def _config_changes(run: RunDir, info: dict, loaded: LoadedConfig, force: bool) 
     if not isinstance(trained, dict):
         trained = read_config_mapping(run / CONFIG) or {}
     changes = diff(trained, yaml.safe_load(to_yaml(loaded.config)))
+    if edits is not None and not changes:  # no resolved config to name them by (older run.json)
+        changes = [f"{CONFIG}: edited after training"]
     if changes and not force:
         raise UsageError("the config differs from the one this run was trained with; "
                          "resume with --force to accept:\n" + "\n".join(f"  {c}" for c in changes))
