@@ -597,6 +597,11 @@ def test_sigint_during_the_final_evaluation_marks_the_run_interrupted(work):
     info = read_json(run / "run.json")
     assert info["status"] == "interrupted", info
     assert info["epochs_completed"] == 1
+    resumed = invoke("train", "--resume", run)  # README: --resume evaluates it
+    clean(resumed)
+    assert resumed.exit_code == 0, resumed.output
+    assert read_json(run / "run.json")["status"] == "completed"
+    assert read_json(run / "eval.json")["samples"] == 50_000
 
 
 def test_runs_shows_the_committed_epochs_of_a_killed_run(killed):

@@ -206,19 +206,6 @@ def check_monitor_names(cfg: Config, src: Sources) -> list[Problem]:
     return problems
 
 
-def check_tune_metric(cfg: Config, src: Sources) -> list[Problem]:
-    """`tune.metric` must be a column of `history.csv`, known before the first trial."""
-    if cfg.tune is None:
-        return []
-    logged = logged_metrics(cfg)
-    if cfg.tune.metric in logged:
-        return []
-    hint = suggest(cfg.tune.metric, logged) or "."
-    return [src.problem(("tune", "metric"), f"'{cfg.tune.metric}' is not logged by this training"
-                        f"{hint} Logged: "
-                        f"{', '.join(x for x in logged if not x.endswith('_acc'))}")]
-
-
 MONITOR_INPUTS = ("dataset.validation_split", "training.metrics", "training.early_stopping",
                   "training.reduce_lr_on_plateau", "training.checkpoint")
 # Each rule with the keys it reads: a rule is skipped when one of them already has a problem,
@@ -237,7 +224,6 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_monitors_have_validation, MONITOR_INPUTS),
     (check_monitor_names, MONITOR_INPUTS),
     (check_class_weight, ("training.class_weight",)),
-    (check_tune_metric, ("tune", "dataset.validation_split", "training.metrics")),
     (check_distribution_data, ("training.distribution", "dataset.name")),
 ]
 
