@@ -206,6 +206,8 @@ class RunDir:
             return None
         trained = info.get("config")
         now = read_config_mapping(self.path / CONFIG)
+        if now is None:  # not plain YAML, or not a mapping: the loader says where and why
+            load_config(self.path / CONFIG)
         if not isinstance(trained, dict) or now is None:
             return []
         return diff(trained, now)
