@@ -111,15 +111,12 @@ def use_jax(cluster: Cluster) -> None:
 
 
 def _collective_failed(exc: BaseException) -> bool:
-    """A peer's stop, as this process sees it: JAX's runtime error from a Gloo collective.
+    """A peer's stop, as this process sees it: a failed Gloo collective.
 
-    JAX raises one type, `JaxRuntimeError`, for every failed XLA status, with no subclass for
-    collectives, so the type is checked first (a dlmine error whose message names a `gloo`
-    path is never taken for one) and only then the status text, which names Gloo."""
-    errors = sys.modules.get("jax.errors")
-    runtime_error = getattr(errors, "JaxRuntimeError", None)
-    return (runtime_error is not None and isinstance(exc, runtime_error)
-            and "gloo" in str(exc).lower())
+    JAX (0.10) raises it as a plain `ValueError` (`UNKNOWN: Gloo AllGather failed: ...`), not
+    as `JaxRuntimeError` or a type of its own, so only its text can tell it; dlmine's own
+    errors are never taken for one, whatever path their message names."""
+    return not isinstance(exc, DlmineError) and "gloo" in str(exc).lower()
 
 
 @contextmanager
