@@ -8,9 +8,12 @@ file. A run directory is created once and never overwritten.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from typing import Any
 import yaml
 
 from dlmine.config import Config, load_config
+from dlmine.config.keys import diff
 from dlmine.errors import DlmineError, UsageError
 
 CONFIG = "config.yaml"
@@ -31,6 +35,7 @@ EVAL_JSON = "eval.json"
 MODEL = "model.keras"
 LOG = "train.log"
 LOCK = ".lock"
+STATE = "training_state.json"  # the commit marker of the last complete epoch
 CHECKPOINTS = "checkpoints"
 STATUSES = ("running", "completed", "failed", "interrupted")
 _UMASK = os.umask(0)
@@ -124,9 +129,7 @@ class RunDir:
         """
         if path is not None:
             path = Path(path)
-            if path.exists() or path.is_symlink():
-                raise UsageError(f"run directory {path} already exists; dlmine never "
-                                 "overwrites a run. Choose another --run-dir")
+            refuse_existing(path)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.mkdir()
@@ -142,6 +145,16 @@ class RunDir:
             path = fresh_folder(Path(runs_root), name)
         (path / CHECKPOINTS).mkdir()
         return cls(path)
+
+    @contextmanager
+    def removed_on_failure(self) -> Iterator[None]:
+        """For the block that writes a new run's first files: a failure there (a full disk)
+        removes the whole folder, so that no run directory without `run.json` is left."""
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
@@ -183,6 +196,57 @@ class RunDir:
         except (ValueError, OSError) as exc:
             raise DlmineError(f"{self.path / name} is damaged: {exc}") from None
 
+    def config_edits(self, info: dict) -> list[str] | None:
+        """What changed in `config.yaml` since training (`seed: 1 -> 2`), or None when its
+        sha256 is the `config_sha256` of `info` (or `info` records none)."""
+        recorded = info.get("config_sha256")
+        try:
+            text = (self.path / CONFIG).read_bytes()
+        except OSError as exc:
+            raise DlmineError(f"cannot read {self.path / CONFIG}: {exc.strerror or exc}") from None
+        if recorded is None or hashlib.sha256(text).hexdigest() == recorded:
+            return None
+        trained = info.get("config")
+        now = read_config_mapping(self.path / CONFIG)
+        if now is None:  # not plain YAML, or not a mapping: the loader says where and why
+            load_config(self.path / CONFIG)
+        if not isinstance(trained, dict) or now is None:
+            return []
+        return diff(trained, now)
+
+    def check_config(self, warn=None) -> None:
+        """Refuse a `config.yaml` edited after training: what it rebuilds would not be the
+        run's data, split or model.
+
+        Args:
+            warn: called with a message when `run.json` cannot be read (nothing to check
+                against); without it, that error is raised.
+
+        Raises:
+            ConfigEdited: the file's sha256 differs from `config_sha256` in `run.json`.
+        """
+        try:
+            info = self.read_json(RUN_JSON)
+        except DlmineError as exc:
+            if warn is None:
+                raise
+            warn(f"{exc}; {CONFIG} cannot be checked against its config_sha256")
+            return
+        edits = self.config_edits(info)
+        if edits is not None:
+            raise ConfigEdited(self.path, edits)
+
+    def refuse_folds(self, verb: str) -> None:
+        """Refuse to treat the parent of a k-fold cross-validation as one run."""
+        try:
+            folds = self.read_json(RUN_JSON).get("folds")
+        except DlmineError:
+            return
+        if folds:
+            raise UsageError(f"{self.path} holds a {folds}-fold cross-validation, not one model; "
+                             f"{verb} one of its folds: {self.path}/fold-1 ... "
+                             f"{self.path}/fold-{folds}")
+
     def update_run(self, **fields: Any) -> dict:
         """Merge `fields` into `run.json` and write it atomically."""
         current = self.read_json(RUN_JSON) if (self.path / RUN_JSON).exists() else {}
@@ -192,35 +256,71 @@ class RunDir:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold `.lock` while training; a lock whose process is dead is taken over.
+        """Hold `.lock` (`PID HOST`) while training; a lock whose process is dead is taken
+        over. A lock of another host is never taken over: its process cannot be seen here.
 
         Re-entrant: a process that already holds the lock keeps it (and the outer holder
-        releases it)."""
+        releases it).
+
+        Raises:
+            UsageError: another live process holds the lock.
+            DlmineError: the lock cannot be written (a read-only run directory).
+        """
         lock = self.path / LOCK
-        if _lock_owner(lock) == os.getpid():
+        me = (os.getpid(), socket.gethostname())
+        if _lock_owner(lock) == me:
             yield
             return
         mine = self.path / f".lock.{os.getpid()}"
-        mine.write_text(str(os.getpid()))  # the pid is in the file before the file is the lock
         try:
-            for _ in range(2):
-                try:
-                    os.link(mine, lock)
-                    break
-                except FileExistsError:
-                    owner = _lock_owner(lock)
-                    if owner and _alive(owner):
-                        raise UsageError(f"{self.path} is in use by another dlmine process "
-                                         f"(pid {owner}); wait for it, or stop it") from None
-                    _remove_quietly(lock)
-            else:
-                raise UsageError(f"cannot take the lock {lock}")
+            mine.write_text(f"{me[0]} {me[1]}\n")  # the owner is in the file before it is the lock
+            self._link_lock(mine, lock)
+        except OSError as exc:
+            raise DlmineError(f"cannot take the lock {lock}: {exc.strerror or exc}") from None
         finally:
             _remove_quietly(mine)
         try:
             yield
         finally:
             _remove_quietly(lock)
+
+    def _link_lock(self, mine: Path, lock: Path) -> None:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                return
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner and _alive(*owner):
+                    pid, host = owner
+                    raise UsageError(f"{self.path} is in use by another dlmine process (pid "
+                                     f"{pid} on {host}); wait for it, or stop it") from None
+                _remove_quietly(lock)
+        raise UsageError(f"cannot take the lock {lock}")
+
+
+class ConfigEdited(UsageError):
+    """A run's `config.yaml` no longer is the config it was trained with."""
+
+    def __init__(self, path: Path, edits: list[str]):
+        self.edits = edits
+        lines = "".join(f"\n  {edit}" for edit in edits)
+        super().__init__(f"{path / CONFIG} was edited after the run was trained (its sha256 "
+                         f"differs from config_sha256 in {RUN_JSON}):{lines}\nrestore the "
+                         "file, or train a new run with the changed config")
+
+
+def refuse_existing(path: Path) -> None:
+    """Refuse a `--run-dir` that exists (checked before any data is loaded, and again when
+    the folder is made).
+
+    Raises:
+        UsageError: `path` exists, even as an empty folder or a symbolic link.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"run directory {path} already exists; dlmine never "
+                         "overwrites a run. Choose another --run-dir")
 
 
 def read_history(path: Path) -> list[dict]:
@@ -233,9 +333,16 @@ def read_history(path: Path) -> list[dict]:
     path = Path(path)
     rows: list[dict] = []
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                rows.append({k: _history_value(k, v) for k, v in row.items()})
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # dlmine ends every row: the file was cut
+            raise DlmineError(f"{path} is damaged at line {text.count(chr(10)) + 1} (the line "
+                              "is cut short); expected one row of numbers per epoch, as dlmine "
+                              "writes it")
+        reader = csv.DictReader(text.splitlines())
+        if text and "epoch" not in (reader.fieldnames or []):
+            raise DlmineError(f"{path} is damaged (no 'epoch' column)")
+        for row in reader:
+            rows.append({k: _history_value(k, v) for k, v in row.items()})
     except FileNotFoundError:
         return []
     except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
@@ -288,14 +395,18 @@ def _files(folder: Path) -> list[Path]:
     return list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
 
 
-def _lock_owner(lock: Path) -> int | None:
+def _lock_owner(lock: Path) -> tuple[int, str] | None:
+    """(pid, host) of a lock; a lock of an older dlmine holds the pid alone (this host)."""
     try:
-        return int(lock.read_text().strip() or 0) or None
+        pid, _, host = lock.read_text().strip().partition(" ")
+        return (int(pid), host or socket.gethostname()) if int(pid or 0) else None
     except (OSError, ValueError):
         return None
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's process: it cannot be seen from here
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -518,16 +519,18 @@ def test_second_process_is_refused_and_a_dead_owners_lock_is_taken_over(workdir,
     try:
         wait_until(lambda: state_epoch(run) >= 1, proc, "epoch 1 to be committed")
         proc.signal(signal.SIGSTOP)  # alive but frozen: the refusal cannot race its end
-        assert (run / ".lock").read_text().strip() == str(proc.pid)
+        assert (run / ".lock").read_text().strip() == f"{proc.pid} {socket.gethostname()}"
         before = snapshot(run)
         result = cli("train", "--resume", run)
         assert result.exit_code == 2, result.output
-        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid}); "
+        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid} on "
+                                 f"{socket.gethostname()}); "
                                  "wait for it, or stop it\n")
         assert snapshot(run) == before  # nothing written: no 'resumed', no status change
     finally:
         proc.kill()
-    assert (run / ".lock").read_text().strip() == str(proc.pid)  # the dead owner's lock stays
+    # the dead owner's lock stays
+    assert (run / ".lock").read_text().strip() == f"{proc.pid} {socket.gethostname()}"
     result = cli("train", "--resume", run)
     assert result.exit_code == 0, result.output
     assert_same_as_baseline(run, baseline)
@@ -544,7 +547,8 @@ def test_resume_before_the_first_epoch_of_a_live_training_is_refused_as_in_use(w
         assert not (run / "training_state.json").exists()
         before = snapshot(run)
         result = cli("train", "--resume", run)
-        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid}); "
+        assert result.stderr == (f"Error: {run} is in use by another dlmine process (pid {proc.pid} on "
+                                 f"{socket.gethostname()}); "
                                  "wait for it, or stop it\n")
         assert result.exit_code == 2
         assert snapshot(run) == before
@@ -928,13 +932,18 @@ def pickled_statistics(ctx: Ctx) -> list:
 
 
 def changed_data(ctx: Ctx) -> list:
-    """The run's config.yaml now names other data (editing it leaves no config difference)."""
+    """The run's data path now holds other data: a run trained on other.npz, whose file was
+    then replaced (run.json records that config, so it is no edit of config.yaml)."""
     run = ctx.stopped()
     ctx.guarded.remove(run)
     make_npz(ctx.folder / "other.npz", 1000)
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["dataset"]["path"] = str(ctx.folder / "other.npz")
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    text = yaml.safe_dump(config, sort_keys=False)
+    (run / "config.yaml").write_text(text)
+    info = json.loads((run / "run.json").read_text())
+    info.update(config=config, config_sha256=hashlib.sha256(text.encode()).hexdigest())
+    (run / "run.json").write_text(json.dumps(info))
     ctx.guarded.append(run)
     return ["train", "--resume", run]
 
@@ -968,8 +977,8 @@ CORPUS = [
     cfg_case("tag-on-a-mapping-key", swap(CONFIG, "seed: 3\n", "seed: 3\n!!python/object/apply:"
                                           "os.system key: 1\n"),
              f"cfg.yaml:3: the tag '{PY}object/apply:os.system' {TAG_REFUSED}"),
-    cfg_case("tag-in-set", CONFIG, f"--set training.epochs=!!python/object/apply:os.system "
-             f'["touch MARKER"]: training.epochs: the tag \'{PY}object/apply:os.system\' {TAG_REFUSED}',
+    cfg_case("tag-in-set", CONFIG, f"--set training.epochs=!!python/object/apply:os.system "  # cut
+             f'["touch /...: training.epochs: the tag \'{PY}object/apply:os.system\' {TAG_REFUSED}',
              "--set", 'training.epochs=!!python/object/apply:os.system ["touch MARKER"]'),
     # documents too big to read
     cfg_case("alias-bomb", laughs(9) + CONFIG, "cfg.yaml:1: the YAML expands to more than 100000 nodes "
@@ -1070,8 +1079,9 @@ CORPUS = [
          match="part"),
     Case("run-json-missing-on-resume", damaged("run.json", b"", "resume"), 1,
          lambda ctx: f"Error: {run_path(ctx)}/run.json is missing\n"),
-    Case("run-json-missing-on-evaluate", damaged("run.json", b"", "evaluate"), 0, lambda ctx: "",
-         evaluated="best"),
+    Case("run-json-missing-on-evaluate", damaged("run.json", b"", "evaluate"), 0,
+         lambda ctx: f"Warning: {run_path(ctx)}/run.json is missing; config.yaml cannot be checked "
+                     "against its config_sha256\n", evaluated="best"),
     Case("run-json-garbage-on-resume", damaged("run.json", b"\x00\xff{", "resume"), 1,
          lambda ctx: f"Error: {run_path(ctx)}/run.json is damaged: ", match="part"),
     Case("history-csv-garbage-on-resume", damaged("history.csv", b"garbage,,\n\x01\x02\n", "resume"), 1,

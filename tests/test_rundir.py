@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import time
@@ -307,7 +308,13 @@ with RunDir(sys.argv[1]).lock():
 
 
 def in_use(path: Path, pid: int) -> str:
-    return f"{path} is in use by another dlmine process (pid {pid}); wait for it, or stop it"
+    return (f"{path} is in use by another dlmine process (pid {pid} on {socket.gethostname()}); "
+            "wait for it, or stop it")
+
+
+def owner(pid: int) -> str:
+    """What `.lock` holds: the pid and the host."""
+    return f"{pid} {socket.gethostname()}\n"
 
 
 def dead_pid() -> int:
@@ -323,7 +330,7 @@ def test_lock_held_by_another_process(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not (lock.exists() and lock.read_text() == str(holder.pid)):
+        while not (lock.exists() and lock.read_text() == owner(holder.pid)):
             if holder.poll() is not None:
                 pytest.fail(f"the lock holder exited: {holder.communicate()[1]}")
             assert time.monotonic() < deadline, "the lock holder never took the lock"
@@ -333,14 +340,14 @@ def test_lock_held_by_another_process(tmp_path):
                 pytest.fail("took a lock that another live process holds")
         assert caught.value.exit_code == 2
         assert str(caught.value) == in_use(run.path, holder.pid)
-        assert lock.read_text() == str(holder.pid)  # the holder's lock is left alone
+        assert lock.read_text() == owner(holder.pid)  # the holder's lock is left alone
     finally:
         holder.kill()
         holder.wait()
     # killed with -9, it left its lock behind: a dead owner's lock is taken over
-    assert lock.read_text() == str(holder.pid)
+    assert lock.read_text() == owner(holder.pid)
     with run.lock():
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text() == owner(os.getpid())
     assert not lock.exists()
 
 
@@ -364,7 +371,7 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path):
     run = RunDir.create(tmp_path / "run", tmp_path, "tiny")
     with run.lock():
         with RunDir(run.path).lock():
-            assert (run / ".lock").read_text() == str(os.getpid())
+            assert (run / ".lock").read_text() == owner(os.getpid())
         assert (run / ".lock").exists()  # the inner holder does not release it
     assert not (run / ".lock").exists()
 
@@ -373,7 +380,7 @@ def test_lock_of_a_dead_pid_is_taken_over(tmp_path):
     run = RunDir.create(tmp_path / "run", tmp_path, "tiny")
     (run / ".lock").write_text(str(dead_pid()))
     with run.lock():
-        assert (run / ".lock").read_text() == str(os.getpid())
+        assert (run / ".lock").read_text() == owner(os.getpid())
     assert not (run / ".lock").exists()
 
 
@@ -381,7 +388,7 @@ def test_lock_is_removed_when_the_block_raises(tmp_path):
     run = RunDir.create(tmp_path / "run", tmp_path, "tiny")
     with pytest.raises(ValueError):
         with run.lock():
-            assert (run / ".lock").read_text() == str(os.getpid())
+            assert (run / ".lock").read_text() == owner(os.getpid())
             raise ValueError("training failed")
     assert not (run / ".lock").exists()
     assert sorted(os.listdir(run.path)) == ["checkpoints"]

@@ -109,6 +109,15 @@ def use_jax(cluster: Cluster) -> None:
                          "inside Keras 3's fit)")
 
 
+def _collective_failed(exc: BaseException) -> bool:
+    """A peer's stop, as this process sees it: a failed Gloo collective.
+
+    JAX (0.10) raises it as a plain `ValueError` (`UNKNOWN: Gloo AllGather failed: ...`), not
+    as `JaxRuntimeError` or a type of its own, so only its text can tell it; dlmine's own
+    errors are never taken for one, whatever path their message names."""
+    return not isinstance(exc, DlmineError) and "gloo" in str(exc).lower()
+
+
 @contextmanager
 def session(cluster: Cluster) -> Iterator[Path | None]:
     """Join the job, then train in it; yields where this process must write its run.
@@ -134,7 +143,7 @@ def session(cluster: Cluster) -> Iterator[Path | None]:
             signal.signal(sig, signal.SIG_IGN)
         _failed_exit_code = (exc.exit_code if isinstance(exc, DlmineError) else
                              130 if isinstance(exc, KeyboardInterrupt) else 1)
-        if "gloo" in str(exc).lower():
+        if _collective_failed(exc):
             raise PeerFailed(f"{cluster}: another process of the job stopped, so this one "
                              f"stops too ({str(exc).splitlines()[0]}); the cause is in the "
                              "output of the process that stopped first") from exc

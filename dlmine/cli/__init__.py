@@ -49,6 +49,10 @@ COMMANDS = {
 }
 
 
+# click >= 8.2 shows the help for a bare `dlmine` through a UsageError of its own
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class Group(click.Group):
     """Loads each command from its module when it runs, and turns dlmine's exceptions into
     messages and exit codes."""
@@ -70,6 +74,15 @@ class Group(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _NO_ARGS_IS_HELP:  # `dlmine` alone: the help, as click prints it
+            raise
+        except click.UsageError as exc:  # `dlmine --bogus`: the format of every exit 2
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
+
     def invoke(self, ctx: click.Context):
         debug = ctx.params.get("debug", False)
         try:
@@ -84,6 +97,13 @@ class Group(click.Group):
                 traceback.print_exc()
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as exc:  # one format for every exit 2: no `Usage:`/`Try` lines
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in dlmine: said so, never dressed as a user error

@@ -14,9 +14,9 @@ import click
 from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
 from dlmine.console import Reporter, print_table
-from dlmine.results.evaluate import evaluate_run
+from dlmine.results.evaluate import NotSaved, evaluate_run
 from dlmine.results.export import export_run
-from dlmine.results.predict import output_format, predict_file, render
+from dlmine.results.predict import check_output, output_format, predict_file, render
 from dlmine.results.report import build_report
 from dlmine.results.runs import RUNS_HEADER, compare_runs, difference, list_runs, table_rows, value_text
 from dlmine.rundir import atomic_write
@@ -33,12 +33,24 @@ def evaluate(run_dir, checkpoint, split, as_json, quiet) -> None:
     """Evaluate a finished run from RUN_DIR alone; writes RUN_DIR/eval.json."""
     import_keras(debug())
     reporter = Reporter(quiet=quiet)
-    report = evaluate_run(run_dir, checkpoint, split, reporter)
+    try:
+        report = evaluate_run(run_dir, checkpoint, split, reporter)
+    except NotSaved as exc:  # the metrics first, then why they are not in eval.json
+        show_evaluation(exc.report, run_dir, checkpoint, as_json, reporter)
+        raise
+    show_evaluation(report, run_dir, checkpoint, as_json, reporter)
+
+
+def show_evaluation(report: dict, run_dir: Path, checkpoint: str, as_json: bool,
+                    reporter: Reporter) -> None:
+    """eval.json (`--json`) or the table of metrics, titled with the checkpoint really used."""
     if as_json:
         click.echo(json.dumps(report, indent=2))
-    elif not quiet:
-        reporter.metrics_table(f"{split} metrics ({Path(run_dir).name}, {checkpoint} checkpoint)",
-                               report["metrics"], stream="stdout")
+    elif not reporter.quiet:
+        used = report["checkpoint"]
+        fallback = f"; {checkpoint} could not be loaded" if used != checkpoint else ""
+        reporter.metrics_table(f"{report['split']} metrics ({Path(run_dir).name}, {used} "
+                               f"checkpoint{fallback})", report["metrics"], stream="stdout")
 
 
 @click.command()
@@ -59,8 +71,9 @@ def predict(run_dir, input_path, output, checkpoint) -> None:
     """
 
     fmt = output_format(output)
+    check_output(output, run_dir, input_path)
     import_keras(debug())
-    rows = predict_file(run_dir, input_path, checkpoint)
+    rows = predict_file(run_dir, input_path, checkpoint, warn=Reporter().warn)
     text = render(rows, fmt)
     if output is None:
         click.echo(text, nl=False)

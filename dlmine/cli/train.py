@@ -13,7 +13,7 @@ from dlmine.backend.runtime import import_keras, select
 from dlmine.cli.options import DEVICE, SET_HELP, debug
 from dlmine.console import Reporter
 from dlmine.model.checks import load_checked_config
-from dlmine.rundir import CONFIG, RunDir
+from dlmine.rundir import CONFIG, RunDir, refuse_existing
 from dlmine.train.run import resume
 from dlmine.train.run import train as run_training
 
@@ -69,6 +69,8 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
         run = resume(resume_dir, loaded, force=force, device=device, reporter=reporter,
                      argv=sys.argv[1:])
     else:
+        if run_dir is not None and cluster.leader:
+            refuse_existing(run_dir)  # before the config's checks read any data
         with distributed.session(cluster) as private_run_dir:  # joins the other processes
             loaded = load_checked_config(config, overrides, seed=seed)
             distributed.check_job(cluster, loaded.config, folds)

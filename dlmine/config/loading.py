@@ -68,10 +68,15 @@ KINDS = {str: "string", bool: "boolean", int: "integer", float: "number", list: 
          dict: "mapping", type(None): "null"}
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def received(value: Any) -> str:
     """`received 'ten' (string)`: the value, shortened, and its YAML kind."""
     shown = _SHORT.repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    shown = shorten(shown)
     return f"received {shown} ({KINDS.get(type(value), type(value).__name__)})"
 
 
@@ -211,7 +216,7 @@ def apply_overrides(data: dict, overrides, sources: Sources) -> list[Problem]:
     """Set each `KEY=VALUE` (VALUE parsed as YAML) into the raw config; return problems."""
     problems = []
     for item in overrides:
-        origin = f"--set {item}"
+        origin = f"--set {shorten(item)}"  # a value of pages must not flood the message
         key, sep, raw = item.partition("=")
         path = parse(key.strip()) if sep else None
         if path is None:

@@ -10,6 +10,7 @@ from dlmine.backend.devices import replicas
 from dlmine.config.schema import Config
 from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
+from dlmine.errors import DlmineError
 from dlmine.model.io import load_with_fallback
 from dlmine.rundir import EVAL_JSON, RUN_JSON, RunDir
 
@@ -154,6 +155,8 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
     and transformed by the saved preprocessing state, never refitted.
     """
     run = RunDir.open(path)
+    run.refuse_folds("evaluate")
+    run.check_config(reporter.warn)  # an edited config.yaml would rebuild another split: never into eval.json
     cfg = run.read_config()  # checked when it trained
     prep = Preprocessor.load(run.path)
     info = run.read_json(RUN_JSON) if (run / RUN_JSON).exists() else {}
@@ -174,5 +177,16 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
                                  source)}
     if used != checkpoint:
         report["fallback_from"] = checkpoint
-    run.write_json(EVAL_JSON, report)
+    try:
+        run.write_json(EVAL_JSON, report)
+    except DlmineError as exc:
+        raise NotSaved(str(exc), report) from None
     return report
+
+
+class NotSaved(DlmineError):
+    """The metrics were computed but `eval.json` could not be written; `report` holds them."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report

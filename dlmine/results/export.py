@@ -69,6 +69,8 @@ def export_run(run_dir: Path, fmt: str, output: Path | None, checkpoint: str, re
             fails, or one whose predictions differ by more than `ATOL`.
     """
     run = RunDir.open(run_dir)
+    run.refuse_folds("export")
+    run.check_config(warn=reporter.warn)
     target = export_path(run, fmt, output)
     require(fmt)
     model = load_checkpoint(run, checkpoint)

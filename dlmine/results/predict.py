@@ -18,7 +18,7 @@ from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
-from dlmine.rundir import RUN_JSON, RunDir
+from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 PREDICT_BATCH = 256
@@ -50,18 +50,23 @@ def predict_outputs(model, x, cfg) -> np.ndarray:
                                     verbose=0))
 
 
-def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]:
+def predict_file(run_dir: Path, input_path: Path, checkpoint: str, warn=None) -> list[dict]:
     """Predict every sample of `input_path` with a run's preprocessing and checkpoint.
 
     Args:
         run_dir: a run directory.
         input_path: what `read_input` reads.
         checkpoint: `best` or `last`.
+        warn: told what a damaged `run.json` costs (no class names, no config check).
 
     Returns:
         One record per sample (see `records`).
     """
     run = RunDir.open(run_dir)
+    run.refuse_folds("predict with")
+    info = run_info(run, warn)
+    if info is not None and (edits := run.config_edits(info)) is not None:
+        raise ConfigEdited(run.path, edits)
     prep = Preprocessor.load(run.path)
     cfg = run.read_config()
     source = source_for(cfg.dataset)
@@ -71,18 +76,26 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str) -> list[dict]
     x = source.check_input(source.read_input(path), prep, str(input_path), Reporter().warn)
     model = load_checkpoint(run, checkpoint)
     outputs = predict_outputs(model, prep.transform_x(x), cfg)
-    names = class_names(run, outputs.shape[-1])
+    names = class_names(info or {}, outputs.shape[-1])
     if prep.task == "multi_label":
         return label_records(outputs, names, cfg.dataset.threshold, cfg.dataset.label_separator)
     return records(outputs, prep.task, names)
 
 
-def class_names(run: RunDir, count: int) -> list[str]:
-    """The run's class names (`run.json`), padded with label numbers up to `count` (2 for sigmoid)."""
+def run_info(run: RunDir, warn=None) -> dict | None:
+    """`run.json`, or None when it cannot be read: predictions go on, `warn` says at what cost."""
     try:
         info = run.read_json(RUN_JSON)
-    except DlmineError:  # a damaged run.json must not stop predictions: numbers name the classes
-        info = {}
+    except DlmineError as exc:
+        if warn is not None:
+            warn(f"{exc}; the classes are named by their numbers, and {CONFIG} is not checked "
+                 "against its config_sha256")
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def class_names(info: dict, count: int) -> list[str]:
+    """The run's class names (`run.json`), padded with label numbers up to `count` (2 for sigmoid)."""
     found = info.get("class_names") if isinstance(info, dict) else None
     names = [str(n) for n in found] if isinstance(found, list) else []
     count = max(count, 2)
@@ -124,6 +137,24 @@ def label_records(outputs: np.ndarray, names: list[str], threshold: float,
 def _short(value) -> float:
     """The shortest decimal that reads back as the same float32 (no 0.30000001192092896)."""
     return float(str(np.float32(value)))
+
+
+def check_output(output: Path | None, run_dir: Path, input_path: Path) -> None:
+    """Refuse an `--output` that would overwrite a file of the run (only `predictions/` is
+    for predictions) or the input itself, before any work.
+
+    Raises:
+        UsageError: it would.
+    """
+    if output is None:
+        return
+    target, run = Path(output).resolve(), Path(run_dir).resolve()
+    if target == Path(input_path).resolve():
+        raise UsageError(f"--output {output} is the input file; predictions never overwrite "
+                         "their input")
+    if target.is_relative_to(run) and not target.is_relative_to(run / "predictions"):
+        raise UsageError(f"--output {output}: inside the run directory {run_dir}; write "
+                         f"predictions elsewhere, or under {run_dir}/predictions/")
 
 
 def output_format(path: Path | None) -> str:

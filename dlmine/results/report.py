@@ -37,6 +37,7 @@ def build_report(run_dir: Path, reporter: Reporter) -> Path:
     """
     _require_matplotlib()
     run = RunDir.open(run_dir)
+    run.check_config()  # the page would show a config the run was not trained with
     facts = read_facts(run, reporter)
     facts.plots = make_plots(run, facts, reporter)
     return write_report(run, facts.plots, render_html(facts))
@@ -59,8 +60,13 @@ def read_facts(run: RunDir, reporter: Reporter) -> RunFacts:
             evaluation = run.read_json(EVAL_JSON)
         except DlmineError as exc:
             reporter.warn(f"{exc}; the report has no test metrics (run dlmine evaluate again)")
+    try:
+        history = read_history(run / HISTORY)
+    except DlmineError as exc:
+        reporter.warn(f"{exc}; the report has no learning curves")
+        history = []
     return RunFacts(run.path, info, (run / CONFIG).read_text(encoding="utf-8"), evaluation,
-                    read_history(run / HISTORY))
+                    history)
 
 
 def make_plots(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from dlmine.config.keys import flatten
 from dlmine.errors import DlmineError, UsageError
 from dlmine.results.report_html import dataset_label, duration, parse_config, timestamp
-from dlmine.rundir import CONFIG, RUN_JSON, RunDir
+from dlmine.rundir import CHECKPOINTS, CONFIG, RUN_JSON, STATE, ConfigEdited, RunDir
 
 DAMAGED = "damaged"  # the status shown for a run.json that cannot be read
 SORT_KEYS = ("started", "name", "duration", "accuracy", "loss")
@@ -23,7 +23,8 @@ ABSENT = "-"
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run directory (a folder with `config.yaml` and `run.json`) under `root`, itself included.
+    """Every run directory under `root`, itself included: a folder with `run.json`, or with
+    `config.yaml` and `checkpoints/` (a run whose `run.json` was lost).
 
     Raises:
         UsageError: `root` is not a folder.
@@ -34,7 +35,7 @@ def find_runs(root: Path) -> list[Path]:
                          "such as runs/)")
     found = []
     for folder, subfolders, files in os.walk(root):
-        if CONFIG in files and RUN_JSON in files:
+        if RUN_JSON in files or (CONFIG in files and CHECKPOINTS in subfolders):
             found.append(Path(folder))
             subfolders.clear()  # a run's checkpoints/, report/, export/ hold no runs
         else:
@@ -60,10 +61,24 @@ def run_row(path: Path, root: Path) -> dict:
         return {**row, "name": path.name, "status": DAMAGED, "epochs_completed": None, "best": None,
                 "test_accuracy": None, "test_loss": None, "duration_s": None, "started": None}
     metrics = info.get("final_metrics") or {}
-    return {**row, "name": info.get("name") or path.name, "status": info.get("status"),
-            "epochs_completed": info.get("epochs_completed"), "best": info.get("best"),
+    status = info.get("status") if (path / CONFIG).is_file() else DAMAGED
+    return {**row, "name": info.get("name") or path.name, "status": status,
+            "epochs_completed": _epochs_completed(path, info), "best": info.get("best"),
             "test_accuracy": metrics.get("accuracy"), "test_loss": metrics.get("loss"),
             "duration_s": info.get("duration_s"), "started": info.get("started")}
+
+
+def _epochs_completed(path: Path, info: dict):
+    """`run.json`'s count, or the last epoch committed in `training_state.json` when that is
+    newer (a run still training, or killed: run.json counts at the end)."""
+    counted = info.get("epochs_completed")
+    try:
+        committed = json.loads((path / STATE).read_text(encoding="utf-8")).get("epoch")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return counted
+    if isinstance(committed, int) and (not isinstance(counted, int) or committed > counted):
+        return committed
+    return counted
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -152,6 +167,7 @@ def compare_runs(paths: list[Path]) -> dict:
 
     Raises:
         UsageError: fewer than two runs, or a path that is not a run directory.
+        ConfigEdited: a `config.yaml` edited after its run trained.
         DlmineError: a `config.yaml` or `run.json` that cannot be read.
     """
 
@@ -159,8 +175,11 @@ def compare_runs(paths: list[Path]) -> dict:
     if len(paths) < 2:
         raise UsageError(f"compare needs at least two run directories; received {len(paths)}")
     runs = [RunDir.open(p) for p in paths]
-    configs = [flatten(_config_of(run.path)) for run in runs]
     infos = [run.read_json(RUN_JSON) for run in runs]
+    for run, info in zip(runs, infos, strict=True):  # a hand-edited config.yaml is not the run's
+        if (edits := run.config_edits(info)) is not None:
+            raise ConfigEdited(run.path, edits)
+    configs = [flatten(_config_of(run.path)) for run in runs]
     metrics = [_metrics_of(info) for info in infos]
     by_kind = sorted(_side_by_side(metrics, only_different=False).items(),
                      key=lambda item: not item[0].startswith("test "))  # test metrics first

@@ -10,13 +10,15 @@ standard deviation of every test metric over the folds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.console import Reporter
 from dlmine.data import Source, Splits
-from dlmine.errors import UsageError
+from dlmine.errors import DlmineError, Interrupted, UsageError
 from dlmine.rundir import CONFIG, EVAL_JSON, RUN_JSON, RunDir, now_iso
 from dlmine.train.prepare import build_checked_model
 from dlmine.train.session import new_run
@@ -63,18 +65,20 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
     """Train one run per fold under `run` and write the aggregated `eval.json`."""
     cfg = loaded.config
     parts = fold_splits(source, splits, folds, cfg.seed, cfg.dataset.task)
-    run.write(CONFIG, to_yaml(cfg))
-    run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
-                              "started": now_iso(), "ended": None, "command": argv,
-                              "device": device_used, "seed": cfg.seed,
-                              "data_fingerprint": splits.fingerprint, "final_metrics": None})
+    with run.removed_on_failure():  # a full disk here leaves no half-made run directory
+        run.write(CONFIG, to_yaml(cfg))
+        run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
+                                  "started": now_iso(), "ended": None, "command": argv,
+                                  "device": device_used, "seed": cfg.seed,
+                                  "data_fingerprint": splits.fingerprint, "final_metrics": None})
     reports = []
     for k, part in enumerate(parts, start=1):
         reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
                       "validation samples")
-        prepared = build_checked_model(loaded, part.info.num_classes, part)
-        fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
-        reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv))
+        with _parent_marked(run, k, folds):
+            prepared = build_checked_model(loaded, part.info.num_classes, part)
+            fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
+            reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv))
     summary = summarize([r["metrics"] for r in reports])
     run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
                                "metrics": summary["mean"], "std": summary["std"],
@@ -83,6 +87,28 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
                    final_metrics_std=summary["std"])
     reporter.metrics_table(f"test metrics, mean of {folds} folds", summary["mean"])
     return run
+
+
+@contextmanager
+def _parent_marked(run: RunDir, k: int, folds: int) -> Iterator[None]:
+    """The parent's `run.json` says `interrupted` or `failed`, with the fold, when fold `k`
+    does."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        _mark(run, "interrupted", f"fold {k} of {folds} was interrupted: {exc or 'Ctrl-C'}")
+        raise
+    except BaseException as exc:
+        what = str(exc) if isinstance(exc, DlmineError) else f"{type(exc).__name__}: {exc}"
+        _mark(run, "failed", f"fold {k} of {folds} failed: {what}")
+        raise
+
+
+def _mark(run: RunDir, status: str, message: str) -> None:
+    try:
+        run.update_run(status=status, ended=now_iso(), error=message)
+    except DlmineError:  # the fold's own error says more than this one
+        pass
 
 
 def summarize(metrics: list[dict]) -> dict:

@@ -7,8 +7,10 @@ config or data that differ from the run's unless forced.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import hashlib
 from pathlib import Path
+
+import yaml
 
 from dlmine.backend import devices
 from dlmine.config import LoadedConfig, to_yaml
@@ -16,9 +18,19 @@ from dlmine.config.keys import diff
 from dlmine.console import Reporter
 from dlmine.data import Preprocessor, source_for
 from dlmine.errors import DlmineError, UsageError
-from dlmine.model.checks import load_checked_config
 from dlmine.model.io import load_model_file
-from dlmine.rundir import CHECKPOINTS, CONFIG, HISTORY, RUN_JSON, RunDir, now_iso, read_history
+from dlmine.rundir import (
+    CHECKPOINTS,
+    CONFIG,
+    HISTORY,
+    RUN_JSON,
+    ConfigEdited,
+    RunDir,
+    now_iso,
+    read_config_mapping,
+    read_history,
+    refuse_existing,
+)
 from dlmine.train.folds import check_folds, train_folds
 from dlmine.train.prepare import build_checked_model
 from dlmine.train.session import Session, new_run, run_session
@@ -44,6 +56,8 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
         Interrupted: Ctrl-C or SIGTERM (the run is marked `interrupted`).
     """
     cfg = loaded.config
+    if run_dir is not None:
+        refuse_existing(run_dir)  # before the data load: their errors or time would come first
     device_used = _set_up_backend(cfg, device)
     prepared = build_checked_model(loaded)
     splits = prepared.splits or prepared.source.load(cfg.seed)
@@ -72,10 +86,39 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         DlmineError: nothing to resume, or a damaged checkpoint.
     """
     run = RunDir.open(run_path)
+    info = run.read_json(RUN_JSON)
+    changes = _config_changes(run, info, loaded, force)
+    if info.get("status") == "completed" and not changes:  # before the lock: may be read-only
+        reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
+                      "epochs); nothing to do")
+        return run
     with run.lock():  # before reading any state: a live trainer may be writing it
         _remove_stale_temporaries(run)
-        return _resume_locked(run, loaded, force=force, device=device, reporter=reporter,
-                              argv=argv)
+        return _resume_locked(run, loaded, changes, force=force, device=device,
+                              reporter=reporter, argv=argv)
+
+
+def _config_changes(run: RunDir, info: dict, loaded: LoadedConfig, force: bool) -> list[str]:
+    """What differs from the config the run was trained with (`run.json`'s `config`, else
+    its `config.yaml`): an edit of `config.yaml`, a CONFIG argument, `--set`.
+
+    Raises:
+        ConfigEdited: `config.yaml` was edited since training (without `force`).
+        UsageError: the config given differs (without `force`).
+    """
+    edits = run.config_edits(info)
+    if edits is not None and not force:
+        raise ConfigEdited(run.path, edits)
+    trained = info.get("config")
+    if not isinstance(trained, dict):
+        trained = read_config_mapping(run / CONFIG) or {}
+    changes = diff(trained, yaml.safe_load(to_yaml(loaded.config)))
+    if edits is not None and not changes:  # no resolved config to name them by (older run.json)
+        changes = [f"{CONFIG}: edited after training"]
+    if changes and not force:
+        raise UsageError("the config differs from the one this run was trained with; "
+                         "resume with --force to accept:\n" + "\n".join(f"  {c}" for c in changes))
+    return changes
 
 
 def _remove_stale_temporaries(run: RunDir) -> None:
@@ -85,22 +128,13 @@ def _remove_stale_temporaries(run: RunDir) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: str,
-                   reporter: Reporter, argv: list[str]) -> RunDir:
+def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, force: bool,
+                   device: str, reporter: Reporter, argv: list[str]) -> RunDir:
     """`resume`, with the run directory's lock held."""
     from dlmine.train.state import load_state, restore_seed_states  # import Keras
 
     info = run.read_json(RUN_JSON)
     cfg = loaded.config
-    saved = _saved_config(run)
-    changes = diff(asdict(saved), asdict(cfg))
-    if changes and not force:
-        raise UsageError("the config differs from the one this run was trained with; "
-                         "resume with --force to accept:\n" + "\n".join(f"  {c}" for c in changes))
-    if info.get("status") == "completed" and not changes:
-        reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
-                      "epochs); nothing to do")
-        return run
     state, checkpoint = load_state(run, warn=reporter.warn)
     device_used = _set_up_backend(cfg, device)
     source = source_for(cfg.dataset)
@@ -119,20 +153,20 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, *, force: bool, device: st
     session = Session(run, cfg, model, prep, splits, source, first_epoch, state, rows)
 
     def mark_resumed():
-        if changes:
-            run.write(CONFIG, to_yaml(cfg))
+        config = {}
+        if changes:  # the run's config is now this one, and config_sha256 checks it
+            text = to_yaml(cfg)
+            run.write(CONFIG, text)
+            config = {"config": yaml.safe_load(text),
+                      "config_sha256": hashlib.sha256(text.encode()).hexdigest()}
         resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
                                                "device": device_used,
                                                "replicas": devices.replicas(model),
                                                "config_changes": changes}]
-        run.update_run(status="running", ended=None, error=None, resumed=resumes)
+        run.update_run(status="running", ended=None, error=None, resumed=resumes, **config)
 
     run_session(session, reporter, argv, before=mark_resumed)
     return run
-
-
-def _saved_config(run: RunDir):
-    return load_checked_config(run / CONFIG).config
 
 
 def _history_rows(run: RunDir, epochs: int) -> list[dict]:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import yaml
 
 from dlmine.backend import devices, distributed
 from dlmine.config import LoadedConfig, to_yaml
@@ -57,24 +58,34 @@ def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDi
     compile_model(prepared.model, cfg)
     prep.fit(splits.x_train)
     config_text = to_yaml(cfg)
-    run.write(CONFIG, config_text)
-    run.write_json(RUN_JSON, {
+    with run.removed_on_failure():  # a full disk here leaves no half-made run directory
+        run.write(CONFIG, config_text)
+        run.write_json(RUN_JSON, first_run_json(config_text, cfg, prepared, splits, prep,
+                                                device_used, argv))
+    for name, content in prep.state_files().items():
+        run.write(name, content)
+    session = Session(run, cfg, prepared.model, prep, splits, prepared.source,
+                      extra_callbacks=extra_callbacks)
+    return run_session(session, reporter, argv)
+
+
+def first_run_json(config_text: str, cfg, prepared: Prepared, splits: Splits,
+                   prep: Preprocessor, device_used: str, argv: list[str]) -> dict:
+    """`run.json` as a new run starts; `config` is the resolved config, for `config_sha256`'s
+    check to say what an edit of `config.yaml` changed."""
+    return {
         "status": "running", "name": cfg.name, "started": now_iso(), "ended": None,
         "duration_s": None, "command": argv, "versions": devices.versions(),
         "device": device_used, "replicas": devices.replicas(prepared.model),
         "precision": prepared.model.dtype_policy.name,
         "jit_compile": bool(prepared.model.jit_compile), "seed": cfg.seed,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "config": yaml.safe_load(config_text),
         "data_fingerprint": splits.fingerprint,
         "samples": splits.samples(),
         "input_shape": list(prep.output_shape()), "num_classes": splits.info.num_classes,
         "class_names": splits.info.class_names, "epochs_completed": 0, "final_metrics": None,
-    })
-    for name, content in prep.state_files().items():
-        run.write(name, content)
-    session = Session(run, cfg, prepared.model, prep, splits, prepared.source,
-                      extra_callbacks=extra_callbacks)
-    return run_session(session, reporter, argv)
+    }
 
 
 def run_session(session: Session, reporter: Reporter, argv: list[str], before=None) -> dict:
@@ -87,6 +98,11 @@ def run_session(session: Session, reporter: Reporter, argv: list[str], before=No
             report = _train_in(session, reporter, argv, started)
         except (Interrupted, TrainingError):
             raise
+        except KeyboardInterrupt:  # after the epochs (the final evaluation): not a failure
+            message = (f"interrupted after training, before the test metrics were saved; "
+                       f"continue with: dlmine train --resume {run.path}")
+            run.update_run(status="interrupted", ended=now_iso(), error=message)
+            raise Interrupted(message) from None
         except BaseException as exc:
             fail_run(run, exc)
             raise

@@ -17,9 +17,8 @@ import keras
 import numpy as np
 
 from dlmine.errors import DlmineError
-from dlmine.rundir import CHECKPOINTS, RunDir
+from dlmine.rundir import CHECKPOINTS, STATE, RunDir
 
-STATE = "training_state.json"
 PREVIOUS_STATE = "training_state.previous.json"
 
 

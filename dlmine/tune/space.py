@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dlmine.config import LoadedConfig, to_yaml
+from dlmine.config.checks import logged_metrics
 from dlmine.config.keys import all_keys, dotted, parse
 from dlmine.config.loading import received, suggest
 from dlmine.errors import ConfigError, Problem, UsageError
@@ -155,12 +156,18 @@ def check_space(loaded: LoadedConfig) -> dict[str, Distribution]:
 
 
 def _metric_problems(loaded: LoadedConfig) -> list[Problem]:
+    """`tune.metric` must be a column that `history.csv` will have, known before any trial."""
     cfg = loaded.config
     metric = cfg.tune.metric
     if metric.startswith("val_") and cfg.dataset.validation_split is None:
         return [loaded.sources.problem(("tune", "metric"), f"'{metric}' needs a validation split, "
                                        "but dataset.validation_split is null; tune a training "
                                        "metric such as 'loss', or set a validation split")]
+    logged = logged_metrics(cfg)
+    if metric not in logged:
+        shown = ", ".join(x for x in logged if not x.endswith("_acc"))
+        return [loaded.sources.problem(("tune", "metric"), f"'{metric}' is not logged by this "
+                                       f"training{suggest(metric, logged) or '.'} Logged: {shown}")]
     return []
 
 
