@@ -47,7 +47,8 @@ def live() -> dict:
                               "arguments": sorted(allowed_arguments(cls) - base)}
                        for name, cls in sorted(optimizer_registry().items())},
         "losses": _functions(keras.losses),
-        "metrics": _functions(keras.metrics) + ["acc", "accuracy", "mae", "mse"],
+        "metrics": [name for name in _functions(keras.metrics) if _is_metric(keras, name)]
+        + ["acc", "accuracy", "mae", "mse"],
         "activations": [name for name in _functions(keras.activations)
                         if _is_activation(keras, name)],
     }
@@ -56,6 +57,16 @@ def live() -> dict:
 def _functions(module) -> list[str]:
     return sorted(n for n in dir(module) if not n.startswith("_") and n[0].islower()
                   and n not in {"get", "serialize", "deserialize"})
+
+
+def _is_metric(keras, name: str) -> bool:
+    """Whether `compile(metrics=[name])` takes it: some loss functions live in
+    `keras.metrics` too, but Keras refuses them by name as metrics."""
+    try:
+        keras.metrics.get(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_activation(keras, name: str) -> bool:
