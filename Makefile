@@ -55,6 +55,7 @@ movielens: $(VENV)/.installed
 # dlmine's recommenders against Surprise and implicit on MovieLens-100K; rewrites the
 # recommender section of docs/benchmarks.md.
 bench-recommend: movielens
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/recommend.py
 
 # Wheels of dlmine, Keras and their small dependencies, and mnist.npz, in .gpu-wheels/ (ignored
