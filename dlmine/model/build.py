@@ -11,9 +11,8 @@ from dlmine.backend.devices import distribution_scope, model_scope, precision_po
 from dlmine.config.checks import loss_name
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
-from dlmine.errors import ConfigError, Problem
-from dlmine.model.catalogue import live
-from dlmine.model.checks import first_line, make_layer, parse_layer, stacked_layers
+from dlmine.errors import ConfigError
+from dlmine.model.checks import apply_layers, parse_layer, shape_text, stacked_layers
 from dlmine.model.recommenders import build_recommender
 from dlmine.model.registry import optimizer_registry
 
@@ -31,8 +30,6 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     """
     import keras
 
-    catalogue = live()
-    problems: list[Problem] = []
     keras.backend.clear_session()  # layer names count from zero: conv2d, conv2d_1, ...
     keras.utils.set_random_seed(cfg.seed)
     policy = precision_policy(cfg.training.mixed_precision)
@@ -44,16 +41,7 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
             keras.mixed_precision.set_global_policy("float32")  # embedding lookups: no gain
             return build_recommender(cfg, src, info)
         inputs, x = source.input_layers(cfg, src, input_shape, info)
-        for path, item in stacked_layers(cfg):
-            layer = make_layer(item, path, catalogue, src, problems)
-            if layer is None:
-                raise ConfigError(problems)
-            try:
-                x = layer(x)
-            except Exception as exc:
-                name = parse_layer(item, path, src, [])[0]
-                raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
-                                               f"shape {_shape(x.shape)}: {first_line(exc)}")]) from None
+        x = apply_layers(x, stacked_layers(cfg), src)
         check_output(cfg, src, x.shape, num_classes)
         if policy != "float32":  # outputs and loss in float32, as Keras' guide advises
             x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
@@ -69,11 +57,11 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
     units = shape[-1]
     loss = loss_name(cfg.training.loss)
     if len(shape) != 2:
-        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, but "
+        raise ConfigError([src.problem(path, f"the model's output has shape {shape_text(shape)}, but "
                                        "the loss needs one vector per sample, (None, units): add "
                                        "Flatten (or a global pooling layer) before the last layer")])
     if cfg.dataset.task == "multi_label" and units != num_classes:
-        raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
+        raise ConfigError([src.problem(path, f"the model's output has shape {shape_text(shape)}, "
                                        f"but the data has {num_classes} labels and "
                                        "dataset.task: multi_label needs one sigmoid output per "
                                        f"label: expected (None, {num_classes}); set units: "
@@ -88,14 +76,10 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
         expected = 1 if binary else num_classes
         if units != expected:
             wants = "one output per class" if expected == num_classes else "one sigmoid output"
-            raise ConfigError([src.problem(path, f"the model's output has shape {_shape(shape)}, "
+            raise ConfigError([src.problem(path, f"the model's output has shape {shape_text(shape)}, "
                                            f"but the data has {num_classes} classes and the loss "
                                            f"{cfg.training.loss} needs {wants}: expected "
                                            f"(None, {expected}); set units: {expected}")])
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def compile_model(model, cfg: Config) -> None:

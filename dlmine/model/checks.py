@@ -15,7 +15,7 @@ from dlmine.config import LoadedConfig, load_config
 from dlmine.config.checks import loss_name
 from dlmine.config.loading import Sources, suggest, valid_list
 from dlmine.config.schema import Config
-from dlmine.errors import Problem
+from dlmine.errors import ConfigError, Problem
 from dlmine.model.catalogue import live, shipped
 from dlmine.model.registry import CARRY_CODE, FORBIDDEN_KEYS, NOT_SEQUENTIAL, WRAPPERS, optimizer_registry
 
@@ -227,3 +227,29 @@ def _show(args: dict) -> str:
 def first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def apply_layers(x, items: list[tuple[tuple, Any]], src: Sources):
+    """Construct each `(key path, layer item)` and apply it to `x` in turn; the first layer
+    that Keras refuses, or whose input does not fit, is named by its key.
+
+    Raises:
+        ConfigError: that layer's problem.
+    """
+    catalogue, problems = live(), []
+    for path, item in items:
+        layer = make_layer(item, path, catalogue, src, problems)
+        if layer is None:
+            raise ConfigError(problems)
+        try:
+            x = layer(x)
+        except Exception as exc:  # Keras raises many kinds for a shape that does not fit
+            name = parse_layer(item, path, src, [])[0]
+            raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
+                                           f"shape {shape_text(x.shape)}: {first_line(exc)}")]) from None
+    return x
+
+
+def shape_text(shape) -> str:
+    """`(None, 28, 28)`: a Keras shape as messages show it."""
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"

@@ -14,9 +14,7 @@ import numpy as np
 
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
-from dlmine.errors import ConfigError, Problem
-from dlmine.model.catalogue import live
-from dlmine.model.checks import first_line, make_layer, parse_layer
+from dlmine.model.checks import apply_layers
 
 SCORE_BATCH = 1 << 16
 
@@ -81,19 +79,8 @@ def build_recommender(cfg: Config, src: Sources, info):
 
 
 def _mlp(cfg: Config, src: Sources, x):
-    problems: list[Problem] = []
-    for i, item in enumerate(cfg.model.recommender.mlp):
-        path = ("model", "recommender", "mlp", i)
-        layer = make_layer(item, path, live(), src, problems)
-        if layer is None:
-            raise ConfigError(problems)
-        try:
-            x = layer(x)
-        except Exception as exc:
-            name = parse_layer(item, path, src, [])[0]
-            raise ConfigError([src.problem(path + (name,), f"{name} does not fit its input of "
-                                           f"shape {tuple(x.shape)}: {first_line(exc)}")]) from None
-    return x
+    return apply_layers(x, [(("model", "recommender", "mlp", i), item)
+                            for i, item in enumerate(cfg.model.recommender.mlp)], src)
 
 
 def factors(model) -> tuple[np.ndarray, np.ndarray] | None:
