@@ -24,20 +24,6 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 PREDICT_BATCH = 256
 
 
-def read_input(run: RunDir, path: Path):
-    """The raw inputs held in `path`, before preprocessing, as the run's data source reads
-    them (`Source.read_input`).
-
-    Raises:
-        UsageError: `path` is missing or of a kind this run cannot read.
-        DataError: the file cannot be read.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"input not found: {path}")
-    return source_of(run).read_input(path)
-
-
 def source_of(run: RunDir) -> Source:
     return source_for(run.read_config().dataset)
 
@@ -55,7 +41,7 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str, warn=None) ->
 
     Args:
         run_dir: a run directory.
-        input_path: what `read_input` reads.
+        input_path: what the run's data source reads (`Source.read_input`).
         checkpoint: `best` or `last`.
         warn: told what a damaged `run.json` costs (no class names, no config check).
 
