@@ -73,9 +73,10 @@ def load_config(path, overrides=(), *, seed: int | None = None, checks: Sequence
     for key in ("path", "test_path"):
         if getattr(config.dataset, key):
             setattr(config.dataset, key, str((path.parent / getattr(config.dataset, key)).resolve()))
-    if config.dataset.interactions.items:
-        items = path.parent / config.dataset.interactions.items
-        config.dataset.interactions.items = str(items.resolve())
+    for key in ("items", "users"):
+        if getattr(config.dataset.interactions, key):
+            table = path.parent / getattr(config.dataset.interactions, key)
+            setattr(config.dataset.interactions, key, str(table.resolve()))
     return LoadedConfig(config, sources, path)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dlmine.config.loading import Sources, suggest
-from dlmine.config.schema import COLUMN_KINDS, NAME_PATTERN, Config
+from dlmine.config.schema import COLUMN_KINDS, NAME_PATTERN, SIDE_KINDS, Config
 from dlmine.errors import Problem
 
 CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
@@ -209,7 +209,7 @@ def check_interactions(cfg: Config, src: Sources) -> list[Problem]:
                             "classification or regression")]
     if recommends != (cfg.model.recommender is not None):
         return [src.problem(("model",), "interactions data train a `model.recommender` (type: mf, "
-                            "gmf, ncf or neumf), and other data `model.layers`")]
+                            "gmf, ncf, neumf or two_tower), and other data `model.layers`")]
     problems = []
     if ds.task == "rating" and not inter.rating:
         problems.append(src.problem(("dataset", "interactions"), "task: rating needs `rating:`, "
@@ -224,14 +224,67 @@ def check_interactions(cfg: Config, src: Sources) -> list[Problem]:
     if inter.split == "time" and inter.cutoff is None:
         problems.append(src.problem(("dataset", "interactions", "split"), "split: time needs "
                                     "`cutoff:`, the first timestamp of the test split"))
+    for side in ("user", "item"):
+        features = getattr(inter, f"{side}_features")
+        for column, kind in (features or {}).items():
+            if kind not in SIDE_KINDS:
+                problems.append(src.problem(("dataset", "interactions", f"{side}_features",
+                                             column), f"expected one of: "
+                                            f"{', '.join(SIDE_KINDS)}, received {kind!r}"
+                                            f"{suggest(str(kind), SIDE_KINDS)}"))
+        if features and not getattr(inter, f"{side}s"):
+            problems.append(src.problem(("dataset", "interactions", f"{side}_features"),
+                                        f"{side}_features are read from the {side}s table: "
+                                        f"set `{side}s:` to its file"))
     rec = cfg.model.recommender
-    if rec is not None and rec.type in ("ncf", "neumf") and not rec.mlp:
-        problems.append(src.problem(("model", "recommender"), f"type: {rec.type} needs `mlp:`, "
-                                    "its layers, e.g. `- Dense: {units: 32, activation: relu}`"))
-    if rec is not None and rec.type in ("mf", "gmf") and rec.mlp:
-        problems.append(src.problem(("model", "recommender", "mlp"), f"type: {rec.type} has no "
-                                    "MLP; remove `mlp`, or use type: ncf or neumf"))
+    if rec is not None:
+        problems.extend(_check_recommender(cfg, src))
     return problems
+
+
+def _check_recommender(cfg: Config, src: Sources) -> list[Problem]:
+    """Each recommender type with the keys it reads, and its loss with its task."""
+    rec, inter, problems = cfg.model.recommender, cfg.dataset.interactions, []
+    where = ("model", "recommender")
+    if rec.type in ("ncf", "neumf") and not rec.mlp:
+        problems.append(src.problem(where, f"type: {rec.type} needs `mlp:`, "
+                                    "its layers, e.g. `- Dense: {units: 32, activation: relu}`"))
+    if rec.type not in ("ncf", "neumf") and rec.mlp:
+        problems.append(src.problem(where + ("mlp",), f"type: {rec.type} has no "
+                                    "MLP; remove `mlp`, or use type: ncf or neumf"))
+    for tower in ("user_tower", "item_tower"):
+        if rec.type == "two_tower" and not getattr(rec, tower):
+            problems.append(src.problem(where, f"type: two_tower needs `{tower}:`, its layers, "
+                                        "e.g. `- Dense: {units: 32}`"))
+        if rec.type != "two_tower" and getattr(rec, tower):
+            problems.append(src.problem(where + (tower,), f"type: {rec.type} has no towers; "
+                                        f"remove `{tower}`, or use type: two_tower"))
+    if rec.type in ("mf", "gmf"):
+        for side in ("user", "item"):
+            if getattr(inter, f"{side}_features"):
+                problems.append(src.problem(("dataset", "interactions", f"{side}_features"),
+                                            f"type: {rec.type} reads no side features; use "
+                                            "type: ncf, neumf or two_tower, or remove "
+                                            f"`{side}_features`"))
+    if rec.loss != "pointwise":
+        if cfg.dataset.task != "ranking":
+            problems.append(src.problem(where + ("loss",), f"loss: {rec.loss} ranks lists of "
+                                        "items: it needs task: ranking (rating learns the "
+                                        "rating itself, with mean_squared_error)"))
+        elif cfg.training.loss != "auto":
+            problems.append(src.problem(("training", "loss"), f"model.recommender.loss: "
+                                        f"{rec.loss} is the loss; remove training.loss or "
+                                        "set it to auto"))
+    return problems
+
+
+def list_size(cfg: Config) -> int:
+    """Rows per list of a recommender's list loss (a positive and its negatives); 1 for a
+    pointwise loss and every other model."""
+    rec = cfg.model.recommender
+    if rec is None or rec.loss == "pointwise" or cfg.dataset.task != "ranking":
+        return 1
+    return 1 + cfg.dataset.interactions.negatives
 
 
 def ranking_metrics(cfg: Config) -> list[str]:
@@ -337,6 +390,8 @@ def resolve(cfg: Config, default_name: str) -> None:
 
 def _auto_loss(cfg: Config) -> str:
     if cfg.dataset.task == "ranking":
+        if cfg.model.recommender is not None and cfg.model.recommender.loss != "pointwise":
+            return "auto"  # the recommender's list loss (`dlmine.model.losses`)
         return "binary_crossentropy"  # positives against sampled negatives, pointwise
     if cfg.dataset.task in ("regression", "rating"):
         return "mean_squared_error"

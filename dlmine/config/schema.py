@@ -16,7 +16,9 @@ from typing import Any, Literal
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 TABLE_FORMATS = ("csv", "parquet")
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images", "interactions")
-RECOMMENDERS = ("mf", "gmf", "ncf", "neumf")
+RECOMMENDERS = ("mf", "gmf", "ncf", "neumf", "two_tower")
+RANKING_LOSSES = ("pointwise", "pairwise", "pairwise_hinge", "listwise")
+SIDE_KINDS = ("numeric", "categorical", "embedding", "multi")  # of side-table columns
 COLUMN_KINDS = ("numeric", "categorical", "embedding", "ignore")  # of table columns
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -101,9 +103,25 @@ class InteractionsConfig:
         "never interacted with (99: the NCF paper's protocol), besides the full ranking "
         "against every item not seen in training.", 99, check=_positive)
     items: str | None = doc(
-        "A CSV or Parquet table of the items, keyed by the `item` column; `recommend` and "
-        "`similar` show its other columns (a title) beside each item. Relative to the config "
-        "file's folder; null: none.")
+        "A CSV or Parquet table of the items, one row per item, keyed by a column named like "
+        "`item`; `recommend` and `similar` show its other columns (a title) beside each item, "
+        "and `item_features` are read from it. Relative to the config file's folder; null: "
+        "none.")
+    users: str | None = doc(
+        "A CSV or Parquet table of the users, one row per user, keyed by a column named like "
+        "`user`; `user_features` are read from it. Relative to the config file's folder; "
+        "null: none.")
+    item_features: dict | None = doc(
+        "Columns of the `items` table the model reads, `{column: kind}`: `numeric` "
+        "(standardised; missing: the mean), `categorical` (one-hot), `embedding` (a learned "
+        "vector of `embedding_dim`) or `multi` (several categories in one cell, split at "
+        "`separator`, e.g. `Action|Comedy`: multi-hot). Read by `ncf`, `neumf` and "
+        "`two_tower`; null: none.")
+    user_features: dict | None = doc(
+        "Columns of the `users` table the model reads, as `item_features`.")
+    separator: str = doc("What separates the categories of a `multi` cell.", "|")
+    embedding_dim: int = doc(
+        "Size of the vector of each `embedding` side column.", 8, check=_positive)
     top_k: list[int] = doc(
         "Ranking: the K of HR@K, NDCG@K, Recall@K and coverage@K.",
         factory=lambda: [10], check=_positive_list)
@@ -235,8 +253,11 @@ class RecommenderConfig:
     type: Literal[RECOMMENDERS] = doc(
         "`mf` (user and item embeddings, their dot product, user and item biases and the "
         "global mean), `gmf` (a learned weighting of the embeddings' product), `ncf` (`mlp` "
-        "over the concatenated embeddings) or `neumf` (GMF and NCF fused).", "mf")
-    factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`).", 32,
+        "over the concatenated embeddings and side features), `neumf` (GMF and NCF fused) or "
+        "`two_tower` (`user_tower` and `item_tower` of layers over each side's embedding and "
+        "features, scored by their dot product).", "mf")
+    factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`; of each "
+                       "tower's input in `two_tower`).", 32,
                        check=_positive)
     mlp_factors: int | None = doc(
         "Size of the embeddings of the MLP part of `ncf` and `neumf`; null: `factors`.",
@@ -244,6 +265,17 @@ class RecommenderConfig:
     mlp: list[Any] = doc(
         "`ncf` and `neumf`: the layers over the concatenated embeddings, written like "
         "`model.layers`, e.g. `- Dense: {units: 64, activation: relu}`.", factory=list)
+    user_tower: list[Any] = doc(
+        "`two_tower`: the layers over the user's embedding (and its `user_features`), written "
+        "like `model.layers`; the last layer's width must equal `item_tower`'s.", factory=list)
+    item_tower: list[Any] = doc(
+        "`two_tower`: the layers over the item's embedding (and its `item_features`).",
+        factory=list)
+    loss: Literal[RANKING_LOSSES] = doc(
+        "Ranking: `pointwise` (binary cross-entropy of each positive and sampled negative, "
+        "sigmoid output), or, over each positive with its `negatives` as one list (raw-score "
+        "output), keras-rs' `pairwise` (PairwiseLogisticLoss, BPR-like), `pairwise_hinge` "
+        "(PairwiseHingeLoss) or `listwise` (ListMLELoss).", "pointwise")
     l2: float = doc(
         "L2 penalty of the embeddings (and biases) looked up for each interaction, averaged "
         "over the batch (as `reg` of SGD matrix factorisation, e.g. Surprise's 0.02).", 0.0,

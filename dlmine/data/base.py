@@ -38,6 +38,9 @@ class DataInfo:
     kind: str = "arrays"
     columns: dict = field(default_factory=dict)
     table_layout: dict | None = None
+    # arrays the model holds as frozen lookups, not saved with the preprocessing: a
+    # recommender's side features, `{"user": matrix, "item": matrix}` by id code
+    tables: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -227,11 +230,16 @@ class Source:
         return inputs, inputs
 
     def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
-                         first_epoch: int, sample_weight=None):
-        """The training batches, in an order keyed to (seed, epoch) (`dlmine.data.batches`)."""
+                         first_epoch: int, sample_weight=None, list_size: int = 1):
+        """The training batches, in an order keyed to (seed, epoch) (`dlmine.data.batches`);
+        `list_size` > 1: a recommender's list loss (`dlmine.config.checks.list_size`)."""
         from dlmine.data.batches import EpochShuffled
 
         return EpochShuffled(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)
+
+    def validation_data(self, x, y, batch_size: int, list_size: int = 1):
+        """`(validation_data, validation_batch_size)` for `fit`."""
+        return self.as_input(x, y, batch_size=batch_size), batch_size
 
     def feed(self, batches):
         """What `fit` takes of `training_batches`."""

@@ -20,6 +20,8 @@ from dlmine.config.loading import valid_list
 from dlmine.config.schema import DatasetConfig
 from dlmine.data import tabular
 from dlmine.data.base import DataInfo, Source, Splits
+from dlmine.data.sampling import sample_unseen
+from dlmine.data.side_tables import feature_matrix
 from dlmine.errors import DataError, UsageError
 from dlmine.results.recommend_metrics import RankingValidation, evaluate_ranking, evaluate_rating
 
@@ -47,6 +49,7 @@ class InteractionsSource(Source):
         self.users_count = self.items_count = 0  # the vocabularies' sizes
         self.rating_range = [0.0, 0.0]
         self.validation: np.ndarray | None = None  # its codes, for the ranking callback
+        self.seed = 0  # of `load`, for the validation negatives
 
     def header_info(self) -> DataInfo:
         return DataInfo((2,), None, [], "interactions")
@@ -73,6 +76,7 @@ class InteractionsSource(Source):
             "users": _plain(users), "items": _plain(items),
             "rating_mean": float(rated.mean()),
             "rating_range": [float(rated.min()), float(rated.max())]})
+        self._side_features(info, users, items)
         parts = {}
         for name, rows in held.items():
             rows = rows[events.positive[rows]] if self.cfg.task == "ranking" else rows
@@ -83,21 +87,53 @@ class InteractionsSource(Source):
                             "(dataset.interactions.threshold is above every training rating?)")
         fingerprint = self.fingerprint(codes, events.ratings, events.times)
         val = parts.get("validation", (None, None))
-        self.validation = val[0]
+        self.validation, self.seed = val[0], seed
         return Splits(*parts["train"], *val, *parts["test"], info, fingerprint)
 
+    def _side_features(self, info: DataInfo, users: np.ndarray, items: np.ndarray) -> None:
+        """The users' and items' feature matrices (`info.tables`) and their layouts."""
+        inter = self.cfg.interactions
+        for side, table, features, vocabulary in (
+                ("user", inter.users, inter.user_features, users),
+                ("item", inter.items, inter.item_features, items)):
+            if features:
+                key = inter.user if side == "user" else inter.item
+                matrix, meta = feature_matrix(table, key, features, vocabulary,
+                                              inter.separator, side)
+                info.tables[side] = matrix
+                info.columns[f"{side}_features"] = meta
+
     def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
-                         first_epoch: int, sample_weight=None):
+                         first_epoch: int, sample_weight=None, list_size: int = 1):
         if self.cfg.task != "ranking":
             return super().training_batches(x, y, batch_size, seed, shuffle, first_epoch)
         from dlmine.data.negative_batches import NegativeSampled
         batches = NegativeSampled(x, batch_size, seed, self.cfg.interactions.negatives,
-                                  self.items_count, first_epoch)
+                                  self.items_count, first_epoch, lists=list_size > 1)
         if self.validation is not None:
             batches.validation = RankingValidation(self.validation, self.known,
                                                    self.users_count, self.items_count,
                                                    self.cfg.interactions, seed)
         return batches
+
+    def validation_data(self, x, y, batch_size: int, list_size: int = 1):
+        """Ranking: each validation positive followed by `negatives` unseen items drawn once
+        from the seed, so that `val_loss` is the training loss on held-out lists (a list
+        loss: one list per positive; an undrawn negative: label -1, ignored)."""
+        if self.cfg.task != "ranking":
+            return super().validation_data(x, y, batch_size, list_size)
+        per = self.cfg.interactions.negatives
+        rng = np.random.default_rng([self.seed, 1618])
+        items = sample_unseen(x[:, 0], per, self.known, self.items_count, rng)
+        rows = np.concatenate([x[:, None, :], np.stack(
+            [np.repeat(x[:, :1], per, axis=1), np.maximum(items, 0)], axis=2)], axis=1)
+        labels = np.concatenate([np.ones((len(x), 1)), np.where(items >= 0, 0.0, -1.0)],
+                                axis=1)
+        rows, labels = rows.reshape(-1, 2).astype("int32"), labels.reshape(-1).astype("float32")
+        if list_size > 1:
+            return (rows, labels), max(1, batch_size // list_size) * list_size
+        drawn = labels >= 0
+        return (rows[drawn], labels[drawn]), batch_size
 
     def evaluate(self, model, x, y, cfg, batch_size: int) -> dict | None:
 

@@ -30,12 +30,14 @@ class NegativeSampled(keras.utils.PyDataset):
     """
 
     def __init__(self, x: np.ndarray, batch_size: int, seed: int, negatives: int,
-                 num_items: int, first_epoch: int = 0):
+                 num_items: int, first_epoch: int = 0, lists: bool = False):
         super().__init__()
         self.positives = np.asarray(x, dtype="int32")
         self.seen = np.unique(pair_keys(self.positives[:, 0], self.positives[:, 1], num_items))
         self.batch_size, self.seed, self.negatives = batch_size, seed, negatives
-        self.num_items = num_items
+        self.num_items, self.lists = num_items, lists
+        if lists:  # whole lists per batch: batch_size rounded down to lists of 1 + negatives
+            self.batch_size = max(1, batch_size // (1 + negatives)) * (1 + negatives)
         self.validation = None  # a RankingValidation, run at the end of every epoch
         self.set_epoch(first_epoch)
 
@@ -43,7 +45,17 @@ class NegativeSampled(keras.utils.PyDataset):
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch])
         users = self.positives[:, 0]
-        items = sample_unseen(users, self.negatives, self.seen, self.num_items, rng).ravel()
+        items = sample_unseen(users, self.negatives, self.seen, self.num_items, rng)
+        if self.lists:  # rows of (positive, its negatives); an undrawn negative: label -1
+            x = np.concatenate([self.positives[:, None, :], np.stack(
+                [np.repeat(users[:, None], self.negatives, axis=1), np.maximum(items, 0)],
+                axis=2)], axis=1).astype("int32")
+            y = np.concatenate([np.ones((len(users), 1), "float32"),
+                                np.where(items >= 0, 0.0, -1.0).astype("float32")], axis=1)
+            order = rng.permutation(len(x))
+            self.x, self.y = x[order].reshape(-1, 2), y[order].reshape(-1)
+            return
+        items = items.ravel()
         drawn = items >= 0
         negatives = np.stack([np.repeat(users, self.negatives)[drawn], items[drawn]], axis=1)
         x = np.concatenate([self.positives, negatives.astype("int32")])

@@ -239,7 +239,7 @@ class ShardsSource(ArraySource):
         return "sha256:" + digest.hexdigest()
 
     def training_batches(self, x, y, batch_size: int, seed: int, shuffle: bool,
-                         first_epoch: int, sample_weight=None):
+                         first_epoch: int, sample_weight=None, list_size: int = 1):
         from dlmine.data.batches import ShardBatches
 
         return ShardBatches(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)

@@ -116,11 +116,12 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
 
 
 def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bool = False,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, key: str = "dataset.columns"):
     """Refuse non-numbers, infinities and values beyond float32 range in numeric columns and,
     unless `missing` says otherwise, missing values.
 
     Args:
+        key: the config key that gives the columns' kinds, for the messages.
         predict: the frame is `predict` input of a run trained with `missing`: missing values
             are refused (`error`, `drop`: no row is left out of the predictions) or imputed
             and said so by `warn` (`impute`).
@@ -130,7 +131,7 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
         training with `missing: drop`.
     """
     numeric = [c for c, k in kinds.items() if k == "numeric"]
-    hint = "" if predict else ("; mark it `categorical` in dataset.columns if it holds "
+    hint = "" if predict else (f"; mark it `categorical` in {key} if it holds "
                                "categories")
     frame = _as_numbers(frame, path, numeric, hint)
     for offset, block in _numeric_blocks(frame, numeric):
@@ -205,9 +206,10 @@ def check_targets(numbers, path, target: str) -> None:
 class TableEncoder:
     """Raw columns -> one float vector per row, fitted on the training split only."""
 
-    def __init__(self, kinds: dict, state: dict | None = None):
+    def __init__(self, kinds: dict, state: dict | None = None, separator: str = "|"):
         self.kinds = dict(kinds)
         self.state = state or {}
+        self.separator = separator  # of `multi` columns: several categories in one cell
 
     def fit(self, frame) -> TableEncoder:
         numeric = [c for c, k in self.kinds.items() if k == "numeric"]
@@ -220,15 +222,19 @@ class TableEncoder:
             for column, mean, std in zip(numeric[offset:], means, stds, strict=False):
                 state[column] = {"mean": float(mean), "std": float(std)}
         for column, kind in self.kinds.items():
-            if kind != "numeric":
+            if kind == "multi":
+                tokens = {t for v in frame[column] for t in _tokens(v, self.separator)}
+                state[column] = {"vocabulary": sorted(tokens), "separator": self.separator}
+            elif kind != "numeric":
                 state[column] = {"vocabulary": sorted({category(v) for v in frame[column]},
                                                       key=str)}
         self.state = {column: state[column] for column in self.kinds}
         return self
 
     def width(self) -> int:
-        return sum(len(self.state[c]["vocabulary"]) + 1 if k == "categorical" else 1
-                   for c, k in self.kinds.items())
+        widths = {"categorical": lambda c: len(self.state[c]["vocabulary"]) + 1,
+                  "multi": lambda c: len(self.state[c]["vocabulary"])}
+        return sum(widths[k](c) if k in widths else 1 for c, k in self.kinds.items())
 
     def layout(self) -> dict:
         """What the model's `ColumnEmbedding` layer needs: the width of the one-hot and numeric
@@ -256,6 +262,13 @@ class TableEncoder:
                 continue
             for column in names:
                 index = {v: i for i, v in enumerate(self.state[column]["vocabulary"])}
+                if kind == "multi":  # multi-hot; categories never seen in fitting are dropped
+                    hot = np.zeros((len(frame), len(index)), "float64")
+                    separator = self.state[column]["separator"]
+                    for row, value in enumerate(frame[column]):
+                        hot[row, [index[t] for t in _tokens(value, separator) if t in index]] = 1
+                    parts.append(hot)
+                    continue
                 unknown = len(index)  # the slot of values never seen in training
                 code = np.array([index.get(category(v), unknown) for v in frame[column]],
                                 dtype="int64")
@@ -264,6 +277,12 @@ class TableEncoder:
                 else:
                     parts.append(np.eye(unknown + 1, dtype="float64")[code])
         return np.concatenate(parts + codes, axis=1).astype("float32")
+
+
+def _tokens(value, separator: str) -> list[str]:
+    """The categories of a `multi` cell."""
+    text = category(value)
+    return [t.strip() for t in text.split(separator) if t.strip()] if text else []
 
 
 def category(value) -> str:

@@ -13,7 +13,7 @@ from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError
 from dlmine.model.checks import apply_layers, parse_layer, shape_text, stacked_layers
-from dlmine.model.recommenders import build_recommender
+from dlmine.model.recommenders import build_recommender, list_loss
 from dlmine.model.registry import optimizer_registry
 
 
@@ -87,6 +87,7 @@ def compile_model(model, cfg: Config) -> None:
     opt = dict(cfg.training.optimizer)
     with model_scope(model):  # the optimizer's variables beside the model's, on every replica
         optimizer = optimizer_registry()[opt.pop("name").lower()](**opt)
-        model.compile(optimizer=optimizer, loss=cfg.training.loss,
+        loss = list_loss(cfg) if cfg.model.recommender is not None else None
+        model.compile(optimizer=optimizer, loss=loss or cfg.training.loss,
                       metrics=list(cfg.training.metrics), jit_compile=cfg.training.jit_compile,
                       steps_per_execution=cfg.training.steps_per_execution)

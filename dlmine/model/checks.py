@@ -75,7 +75,9 @@ def check_spec(cfg: Config, src: Sources, catalogue: dict | None = None) -> list
     for path, item in stacked_layers(cfg) + recommender_layers(cfg):
         make_layer(item, path, catalogue, src, problems, construct)
     problems.extend(_check_optimizer(cfg, src, catalogue, construct))
-    problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src, catalogue))
+    if cfg.training.loss != "auto":  # still auto: a recommender's list loss (keras-rs)
+        problems.extend(_check_named(cfg.training.loss, "loss", ("training", "loss"), src,
+                                     catalogue))
     for i, metric in enumerate(cfg.training.metrics or []):
         problems.extend(_check_named(metric, "metric", ("training", "metrics", i), src, catalogue))
     return problems
@@ -89,11 +91,13 @@ def stacked_layers(cfg: Config) -> list[tuple[tuple, Any]]:
 
 
 def recommender_layers(cfg: Config) -> list[tuple[tuple, Any]]:
-    """(key path, layer item) of `model.recommender.mlp`."""
+    """(key path, layer item) of `model.recommender.mlp`, `user_tower` and `item_tower`."""
     rec = cfg.model.recommender
-    if rec is None or not isinstance(rec.mlp, list):
+    if rec is None:
         return []
-    return [(("model", "recommender", "mlp", i), item) for i, item in enumerate(rec.mlp)]
+    return [(("model", "recommender", key, i), item)
+            for key in ("mlp", "user_tower", "item_tower") if isinstance(getattr(rec, key), list)
+            for i, item in enumerate(getattr(rec, key))]
 
 
 def parse_layer(item: Any, path: tuple, src: Sources, problems: list):

@@ -121,3 +121,40 @@ class GlobalBias(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "initial": self.initial}
+
+
+LIST_LOSSES = {"pairwise": "PairwiseLogisticLoss", "pairwise_hinge": "PairwiseHingeLoss",
+               "listwise": "ListMLELoss"}  # `model.recommender.loss` -> keras_rs.losses
+
+
+@keras.saving.register_keras_serializable(package="dlmine")
+class ListRankingLoss(keras.losses.Loss):
+    """A keras-rs ranking loss over lists laid out as consecutive rows of a batch.
+
+    A recommender scores one (user, item) pair per row; for a list loss each batch holds
+    `list_size` consecutive rows per list (a positive, then its sampled negatives), so the
+    scores and labels are reshaped to `(lists, list_size)` before keras-rs sees them.
+    Labels below 0 (a negative that could not be drawn) are ignored, as keras-rs does.
+
+    Args:
+        method: a key of `LIST_LOSSES`.
+        list_size: rows per list.
+    """
+
+    def __init__(self, method: str = "pairwise", list_size: int = 2, **kwargs):
+        kwargs.setdefault("name", f"{method}_loss")
+        super().__init__(**kwargs)
+        if method not in LIST_LOSSES:
+            raise ValueError(f"method must be one of {sorted(LIST_LOSSES)}, received {method!r}")
+        import keras_rs
+
+        self.method, self.list_size = method, int(list_size)
+        self.inner = getattr(keras_rs.losses, LIST_LOSSES[method])(reduction=None)
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, self.list_size))
+        scores = ops.reshape(y_pred, (-1, self.list_size))
+        return self.inner(labels, scores)
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method, "list_size": self.list_size}

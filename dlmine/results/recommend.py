@@ -18,7 +18,7 @@ from dlmine.data.interactions import encode_ids
 from dlmine.data.tabular import read_table
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
-from dlmine.model.recommenders import score_users
+from dlmine.model.recommenders import Scorer, item_vectors
 from dlmine.rundir import RunDir
 
 
@@ -71,11 +71,10 @@ class Recommender:
                             "--cold-start popular recommends the most popular items instead")
         rows = []
         known_codes = codes[codes < len(self.users)]
-        scores = {}
+        scores, scorer = {}, Scorer(self.model, len(self.items))
         for start in range(0, len(known_codes), 256):
             block = known_codes[start:start + 256]
-            for user, row in zip(block, score_users(self.model, block, len(self.items)),
-                                 strict=True):
+            for user, row in zip(block, scorer(block), strict=True):
                 scores[int(user)] = row
         for user, code in zip(users, codes, strict=True):
             cold = code >= len(self.users)
@@ -111,13 +110,6 @@ class Recommender:
 
     def _side(self, item) -> dict:
         return self.side.get(item, {}) if self.side else {}
-
-
-def item_vectors(model) -> np.ndarray:
-    """The learned vectors of every item: its embeddings (GMF's and MLP's side by side)."""
-    names = [n for n in ("item_embedding", "item_mlp_embedding")
-             if any(layer.name == n for layer in model.layers)]
-    return np.hstack([model.get_layer(n).get_weights()[0] for n in names])
 
 
 def _examples(ids: list) -> str:

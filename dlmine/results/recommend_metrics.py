@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlmine.data.sampling import is_member, sample_unseen
-from dlmine.model.recommenders import score_users
+from dlmine.model.recommenders import Scorer
 
 SCORE_BATCH = 1 << 16  # (user, item) pairs per predict batch
 FULL_PAIRS = 1 << 21  # pairs scored at once in the full ranking
@@ -71,9 +71,10 @@ def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
     ranks = np.zeros(len(x), "int64")
     recalls, shown = [], np.zeros(num_items, bool)
     chunk = max(1, FULL_PAIRS // num_items)
+    scorer = Scorer(model, num_items)
     for start in range(0, len(users), chunk):
         block = users[start:start + chunk]
-        scores = score_users(model, block, num_items)
+        scores = scorer(block)
         lo = np.searchsorted(known, block.astype("int64") * num_items)
         hi = np.searchsorted(known, (block.astype("int64") + 1) * num_items)
         rows = np.flatnonzero((inverse >= start) & (inverse < start + len(block)))

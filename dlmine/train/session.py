@@ -20,6 +20,7 @@ import yaml
 
 from dlmine.backend import devices, distributed
 from dlmine.config import LoadedConfig, to_yaml
+from dlmine.config.checks import list_size
 from dlmine.console import Reporter, number
 from dlmine.data import Preprocessor, Source, Splits
 from dlmine.errors import Interrupted, TrainingError
@@ -171,7 +172,8 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     sample_weight = None if weights is None else np.array(
         [weights[int(label)] for label in splits.y_train], dtype="float32")
     batches = distributed.local_share(source.training_batches(
-        x_train, y_train, t.batch_size, cfg.seed, t.shuffle, session.initial_epoch, sample_weight))
+        x_train, y_train, t.batch_size, cfg.seed, t.shuffle, session.initial_epoch, sample_weight,
+        list_size(cfg)))
     recorder = RunRecorder(run, reporter, log, t.epochs, len(batches), session.rows)
     checkpoint = AtomicCheckpoint(run, recorder, t.checkpoint.monitor, t.checkpoint.mode,
                                   (session.state or {}).get("best"))
@@ -186,10 +188,11 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
         import keras
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+    validation, validation_batch = (None, None) if validation is None else \
+        source.validation_data(*validation, t.batch_size, list_size(cfg))
     with _graceful_stop(recorder) as stop:
         session.model.fit(source.feed(batches), epochs=t.epochs, initial_epoch=session.initial_epoch,
-                          validation_data=None if validation is None else source.as_input(
-                              *validation, batch_size=t.batch_size),
+                          validation_data=validation, validation_batch_size=validation_batch,
                           verbose=0, callbacks=callbacks,
                           shuffle=False)  # the order is EpochShuffled's, keyed to seed and epoch
     best = None
