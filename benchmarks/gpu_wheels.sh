@@ -27,7 +27,7 @@ LOCAL_PY=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info
 PYTHONS=${GPU_WHEELS_PYTHONS:-"$LOCAL_PY 3.12"}
 
 # Package names (as pip knows them): pure Python, then compiled.
-PURE="keras namex absl-py rich markdown-it-py mdurl pygments click packaging typing-extensions"
+PURE="keras keras-rs namex absl-py rich markdown-it-py mdurl pygments click packaging typing-extensions"
 COMPILED="optree pyyaml h5py"
 
 pin() {  # NAME -> NAME==VERSION of this Python's environment, or NAME where it lacks it

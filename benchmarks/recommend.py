@@ -123,6 +123,7 @@ def main() -> None:
     rating = [rating_peer(configs / "movielens_mf.yaml"), dlmine_run(configs / "movielens_mf.yaml")]
     ranking = ranking_peers(configs / "movielens_neumf.yaml")
     ranking.append(dlmine_run(configs / "movielens_neumf.yaml"))
+    ranking.append(dlmine_run(configs / "movielens_two_tower.yaml"))
     text = table(rating, ranking)
     print(text)
     doc = ROOT / "docs" / "benchmarks.md"

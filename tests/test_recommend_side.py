@@ -233,3 +233,14 @@ def test_side_and_tower_config_mistakes_are_named(tmp_path, old, new, message):
     result = run_cli("check", tmp_path / "cfg.yaml")
     assert result.exit_code == 2, result.output
     assert message in result.output.replace("\n  ", " ")
+
+
+def test_top_indices_equal_a_stable_sort_on_a_large_catalogue():
+    from dlmine.results.recommend_metrics import top_indices
+
+    scores = np.random.default_rng(1).normal(size=(6, 5000))
+    scores[0] = 0.0  # all tied: the lowest columns
+    scores[1, :4000] = -np.inf
+    scores[2, [7, 90, 4000]] = 9.0  # tied at the top
+    np.testing.assert_array_equal(top_indices(scores, 10),
+                                  np.argsort(-scores, axis=1, kind="stable")[:, :10])

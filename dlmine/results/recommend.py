@@ -19,6 +19,7 @@ from dlmine.data.tabular import read_table
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
 from dlmine.model.recommenders import Scorer, item_vectors
+from dlmine.results.recommend_metrics import top_indices
 from dlmine.rundir import RunDir
 
 
@@ -81,7 +82,7 @@ class Recommender:
             score = self.popularity.astype("float64") if cold else scores[int(code)].copy()
             if not include_seen and not cold:
                 score[self._seen(int(code))] = -np.inf
-            top = np.argsort(-score, kind="stable")[:k]
+            top = top_indices(score, k)[0]
             for rank, item in enumerate(top[np.isfinite(score[top])]):
                 rows.append({"user": user, "rank": rank + 1, "item": self.items[item],
                              "score": round(float(score[item]), 6), "cold_start": bool(cold),
@@ -98,7 +99,7 @@ class Recommender:
         norms = np.linalg.norm(vectors, axis=1)
         cosine = vectors @ vectors[code] / np.maximum(norms * norms[code], 1e-12)
         cosine[code] = -np.inf
-        top = np.argsort(-cosine, kind="stable")[:k]
+        top = top_indices(cosine, k)[0]
         return [{"item": item, "rank": rank + 1, "similar": self.items[other],
                  "cosine": round(float(cosine[other]), 6), **self._side(self.items[other])}
                 for rank, other in enumerate(top)]
