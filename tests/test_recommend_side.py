@@ -244,3 +244,70 @@ def test_top_indices_equal_a_stable_sort_on_a_large_catalogue():
     scores[2, [7, 90, 4000]] = 9.0  # tied at the top
     np.testing.assert_array_equal(top_indices(scores, 10),
                                   np.argsort(-scores, axis=1, kind="stable")[:, :10])
+
+
+def test_a_resumed_list_loss_run_equals_the_uninterrupted_one(tmp_path):
+    """Negatives drawn from (seed, epoch), in lists: one epoch, then a resume for the second,
+    gives the two-epoch run's history."""
+    planted_side(tmp_path)
+    (tmp_path / "cfg.yaml").write_text(TWO_TOWER.replace("epochs: 8", "epochs: 2") +
+                                       "  deterministic: true\n")
+    whole = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "whole", "--quiet")
+    assert whole.exit_code == 0, whole.output
+    first = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "parts", "--quiet",
+                    "--set", "training.epochs=1")
+    assert first.exit_code == 0, first.output
+    rest = run_cli("train", "--resume", tmp_path / "parts", "--force", "--quiet",
+                   "--set", "training.epochs=2")
+    assert rest.exit_code == 0, rest.output
+    expected = pd.read_csv(tmp_path / "whole" / "history.csv").drop(columns=["seconds"],
+                                                                      errors="ignore")
+    got = pd.read_csv(tmp_path / "parts" / "history.csv")[expected.columns]
+    pd.testing.assert_frame_equal(got, expected, rtol=1e-5)
+
+
+def test_rating_folds_report_the_mean_and_spread_of_rmse(tmp_path):
+    planted_side(tmp_path)
+    frame = pd.read_csv(tmp_path / "inter.csv")
+    frame["rating"] = np.where(frame["item"] < ITEMS // 2, 4.0, 2.0) + frame["user"] % 2
+    frame.to_csv(tmp_path / "inter.csv", index=False)
+    (tmp_path / "cfg.yaml").write_text("""
+dataset:
+  name: interactions
+  path: inter.csv
+  task: rating
+  interactions: {rating: rating}
+model:
+  recommender: {type: mf, factors: 4}
+training:
+  epochs: 2
+  batch_size: 64
+""")
+    result = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "run", "--quiet",
+                     "--folds", "3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert set(report["metrics"]) >= {"rmse", "mae"}
+    assert report["folds"] == 3 and len(report["per_fold"]) == 3 and "rmse" in report["std"]
+    assert all((tmp_path / "run" / f"fold-{k}" / "eval.json").exists() for k in (1, 2, 3))
+
+
+def test_ranking_report_shows_metrics_over_k_popularity_and_the_item_map(tower_run):
+    from dlmine.results.plots import png_size
+
+    report = json.loads((tower_run / "run" / "eval.json").read_text())
+    curves, metrics = report["curves"], report["metrics"]
+    assert curves["k"] == list(range(1, 21))
+    assert curves["hr"][9] == pytest.approx(metrics["hr@10"], abs=1e-6)
+    assert curves["full_ndcg"][9] == pytest.approx(metrics["full_ndcg@10"], abs=1e-6)
+    assert curves["hr"] == sorted(curves["hr"])  # more candidates taken, never fewer hits
+    shares = report["popularity"]["recommended_share"]
+    assert len(shares) == 10 and sum(shares) == pytest.approx(1.0, abs=1e-5)
+    result = run_cli("report", tower_run / "run")
+    assert result.exit_code == 0, result.output
+    folder = tower_run / "run" / "report"
+    for name in ("ranking_at_k.png", "popularity.png", "item_map.png"):
+        width, height = png_size((folder / name).read_bytes())
+        assert width > 300 and height > 200
+    page = (folder / "report.html").read_text()
+    assert "Item vectors, coloured by genres" in page and "HR@K and NDCG@K" in page

@@ -121,6 +121,72 @@ def f1_bars(per_class: dict[str, dict]) -> bytes:
     return _png(fig)
 
 
+def ranking_curves(curves: dict) -> bytes:
+    """HR@K and NDCG@K over K, against the sampled candidates and in the full ranking.
+
+    Args:
+        curves: `eval.json`'s `curves` (`dlmine.results.recommend_metrics.curves`).
+
+    Returns:
+        PNG bytes.
+    """
+    fig, ax = _figure()
+    for name, color in (("hr", TRAIN), ("ndcg", VALIDATION)):
+        ax.plot(curves["k"], curves[name], color=color, linewidth=1.8, label=f"{name.upper()}@K")
+        ax.plot(curves["k"], curves[f"full_{name}"], color=color, linewidth=1.8, linestyle="--",
+                label=f"{name.upper()}@K, full ranking")
+    _style(ax, "HR@K and NDCG@K", "K", "")
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def popularity_bars(popularity: dict) -> bytes:
+    """Each tenth of the catalogue (least to most popular): its share of the interactions
+    and of the top-K recommendations.
+
+    Returns:
+        PNG bytes.
+    """
+    fig, ax = _figure()
+    positions = np.arange(1, 11)
+    ax.bar(positions - 0.2, popularity["interactions_share"], width=0.4, color="#9ca3af",
+           label="share of the interactions")
+    ax.bar(positions + 0.2, popularity["recommended_share"], width=0.4, color=ACCENT,
+           label=f"share of the top-{popularity['k']} recommendations")
+    ax.set_xticks(positions, [str(p) for p in positions])
+    _style(ax, "Popularity of what is recommended", "tenth of the items, least popular first",
+           "share")
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def item_map(points: np.ndarray, labels: list[str], column: str) -> bytes:
+    """The item vectors projected on their two principal axes, coloured by a side column
+    (its eight most frequent values; the others grey).
+
+    Returns:
+        PNG bytes.
+    """
+    fig, ax = _figure(6.4, 4.6)
+    values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    shown = [v for _, v in sorted(zip(-counts, values, strict=True))][:8]
+    palette = ["#2563eb", "#ea580c", "#0f766e", "#9333ea", "#dc2626", "#ca8a04", "#0891b2",
+               "#4d7c0f"]
+    labels = np.asarray(labels, dtype=object).astype(str)
+    other = ~np.isin(labels, shown)
+    if other.any():
+        ax.scatter(points[other, 0], points[other, 1], s=6, color="#d1d5db", label="other")
+    for value, color in zip(shown, palette, strict=False):
+        mask = labels == value
+        ax.scatter(points[mask, 0], points[mask, 1], s=8, color=color, label=value[:24])
+    _style(ax, f"Item vectors, coloured by {column}", "first principal axis",
+           "second principal axis")
+    ax.legend(frameon=False, fontsize=7, markerscale=1.5, loc="best")
+    return _png(fig)
+
+
 def roc_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[bytes, float]:
     """The ROC curve of a binary classifier.
 

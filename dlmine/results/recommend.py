@@ -70,23 +70,21 @@ class Recommender:
             raise UnknownId(f"user {unknown[0]!r} is not in this run's training data "
                             f"({len(self.users)} users, e.g. {_examples(self.users)}); "
                             "--cold-start popular recommends the most popular items instead")
-        rows = []
-        known_codes = codes[codes < len(self.users)]
-        scores, scorer = {}, Scorer(self.model, len(self.items))
-        for start in range(0, len(known_codes), 256):
-            block = known_codes[start:start + 256]
-            for user, row in zip(block, scorer(block), strict=True):
-                scores[int(user)] = row
-        for user, code in zip(users, codes, strict=True):
-            cold = code >= len(self.users)
-            score = self.popularity.astype("float64") if cold else scores[int(code)].copy()
-            if not include_seen and not cold:
-                score[self._seen(int(code))] = -np.inf
-            top = top_indices(score, k)[0]
-            for rank, item in enumerate(top[np.isfinite(score[top])]):
-                rows.append({"user": user, "rank": rank + 1, "item": self.items[item],
-                             "score": round(float(score[item]), 6), "cold_start": bool(cold),
-                             **self._side(self.items[item])})
+        rows, scorer = [], Scorer(self.model, len(self.items))
+        for start in range(0, len(users), 256):  # one block's scores at a time: memory
+            block = codes[start:start + 256]      # follows the block, not users x items
+            known = np.unique(block[block < len(self.users)])
+            scores = dict(zip(known.tolist(), scorer(known), strict=True)) if len(known) else {}
+            for user, code in zip(users[start:start + 256], block, strict=True):
+                cold = code >= len(self.users)
+                score = self.popularity.astype("float64") if cold else scores[int(code)].copy()
+                if not include_seen and not cold:
+                    score[self._seen(int(code))] = -np.inf
+                top = top_indices(score, k)[0]
+                for rank, item in enumerate(top[np.isfinite(score[top])]):
+                    rows.append({"user": user, "rank": rank + 1, "item": self.items[item],
+                                 "score": round(float(score[item]), 6), "cold_start": bool(cold),
+                                 **self._side(self.items[item])})
         return rows
 
     def similar(self, item, k: int) -> list[dict]:
@@ -103,6 +101,36 @@ class Recommender:
         return [{"item": item, "rank": rank + 1, "similar": self.items[other],
                  "cosine": round(float(cosine[other]), 6), **self._side(self.items[other])}
                 for rank, other in enumerate(top)]
+
+    def item_vectors(self) -> np.ndarray:
+        """The learned vector of each item of the vocabulary (`similar`'s)."""
+        return item_vectors(self.model)[:len(self.items)]
+
+    def item_labels(self) -> tuple[str, list[str]]:
+        """(column, one label per item) to colour the items by: the first categorical or
+        multi-valued item feature (a multi cell's first category), else the first column of
+        the items table with 2 to 30 values, else the item's popularity (a third of the
+        items each)."""
+        inter = self.cfg.dataset.interactions
+        features = inter.item_features or {}
+        columns = [c for c, k in features.items() if k in ("categorical", "embedding", "multi")]
+        if self.side and not columns:
+            frame = {c: {str(row.get(c)) for row in self.side.values()}
+                     for c in next(iter(self.side.values()))}
+            columns = [c for c, values in frame.items() if 2 <= len(values) <= 30]
+        if self.side and columns:
+            column = columns[0]
+            def label(item) -> str:
+                value = self.side.get(item, {}).get(column)
+                if value is None:
+                    return "(none)"
+                if features.get(column) == "multi":
+                    return (str(value).split(inter.separator) or ["(none)"])[0].strip()
+                return str(value)
+            return column, [label(item) for item in self.items]
+        order = np.argsort(np.argsort(self.popularity, kind="stable"), kind="stable")
+        thirds = ["least popular third", "middle third", "most popular third"]
+        return "popularity", [thirds[min(2, 3 * int(r) // max(len(order), 1))] for r in order]
 
     def _seen(self, user: int) -> np.ndarray:
         n = len(self.items)

@@ -83,11 +83,16 @@ def rankable(x: np.ndarray, num_users: int, num_items: int) -> np.ndarray:
 
 
 def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
-                 top_k: list[int]) -> dict:
-    """Full-ranking metrics of the held-out rows `x` against every item not interacted with."""
+                 top_k: list[int], extras: dict | None = None) -> dict:
+    """Full-ranking metrics of the held-out rows `x` against every item not interacted with.
+
+    Args:
+        extras: filled, when given, with `ranks` (each row's full rank) and `shown` (how
+            often each item is in a user's top `min(top_k)`).
+    """
     users, inverse = np.unique(x[:, 0], return_inverse=True)
     ranks = np.zeros(len(x), "int64")
-    recalls, shown = [], np.zeros(num_items, bool)
+    recalls, shown = [], np.zeros(num_items, "int64")
     chunk = max(1, FULL_PAIRS // num_items)
     scorer = Scorer(model, num_items)
     for start in range(0, len(users), chunk):
@@ -104,9 +109,11 @@ def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
         ranks[rows] = (masked[local] >= positive[:, None]).sum(axis=1)
         masked[local, x[rows, 1]] = positive  # held-out items compete for the top K
         top = top_indices(masked, max(top_k))
-        shown[top[:, :min(top_k)].ravel()] = True
+        np.add.at(shown, top[:, :min(top_k)].ravel(), 1)
         recalls.append((block, top, rows, local))
     out = ranks_metrics(ranks, top_k, "full_")
+    if extras is not None:
+        extras.update(ranks=ranks, shown=shown)
     for k in top_k:
         hits, held = [], []
         for block, top, rows, local in recalls:
@@ -131,11 +138,45 @@ def evaluate_ranking(model, x: np.ndarray, known: np.ndarray, num_users: int, nu
     if len(x) == 0:
         return {"metrics": {}, "samples": 0, "skipped": int((~keep).sum())}
     candidates = candidates_for(x, known, num_items, inter.eval_negatives, cfg.seed, 2718)
-    metrics = ranks_metrics(sampled_ranks(model, x, candidates), inter.top_k)
-    metrics.update(full_ranking(model, x, known, num_items, inter.top_k))
+    ranks = sampled_ranks(model, x, candidates)
+    metrics = ranks_metrics(ranks, inter.top_k)
+    extras: dict = {}
+    metrics.update(full_ranking(model, x, known, num_items, inter.top_k, extras))
     return {"metrics": metrics, "samples": int(len(x)), "skipped": int((~keep).sum()),
             "protocol": {"eval_negatives": inter.eval_negatives, "split": inter.split,
-                         "ties": "count against the held-out item"}}
+                         "ties": "count against the held-out item"},
+            "curves": curves(ranks, extras["ranks"], max(20, *inter.top_k)),
+            "popularity": popularity_deciles(known, num_items, extras["shown"],
+                                             min(inter.top_k))}
+
+
+def curves(sampled: np.ndarray, full: np.ndarray, k_max: int) -> dict:
+    """HR@K and NDCG@K for K = 1..k_max, sampled and full, for the report's plot."""
+    ks = list(range(1, k_max + 1))
+    out: dict = {"k": ks}
+    for prefix, ranks in (("", sampled), ("full_", full)):
+        ranks = np.asarray(ranks, "float64")
+        out[f"{prefix}hr"] = [round(float((ranks < k).mean()), 6) for k in ks]
+        gain = 1.0 / np.log2(ranks + 2)
+        out[f"{prefix}ndcg"] = [round(float(np.where(ranks < k, gain, 0.0).mean()), 6)
+                                for k in ks]
+    return out
+
+
+def popularity_deciles(known: np.ndarray, num_items: int, shown: np.ndarray, k: int) -> dict:
+    """The items in ten groups of equal size by their number of interactions in the data
+    (least popular first), and each group's share of the top-`k` recommendations of the
+    full ranking: 0.1 each for a recommender blind to popularity."""
+    counts = np.bincount(known % num_items, minlength=num_items)[:num_items]
+    order = np.argsort(counts, kind="stable")
+    groups = np.array_split(order, 10)
+    total = max(int(shown.sum()), 1)
+    return {"k": k, "recommended_share": [round(float(shown[g].sum() / total), 6)
+                                          for g in groups],
+            "interactions_share": [round(float(counts[g].sum() / max(counts.sum(), 1)), 6)
+                                   for g in groups],
+            "mean_interactions": [round(float(counts[g].mean()), 3) if len(g) else 0.0
+                                  for g in groups]}
 
 
 def evaluate_rating(model, x: np.ndarray, y: np.ndarray, rating_range: list) -> dict:

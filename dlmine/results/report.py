@@ -18,7 +18,7 @@ from dlmine.errors import DlmineError
 from dlmine.model.io import load_checkpoint
 from dlmine.results import plots
 from dlmine.results.predict import predict_outputs, split_inputs
-from dlmine.results.report_html import Plot, RunFacts, render_html
+from dlmine.results.report_html import Plot, RunFacts, parse_config, render_html
 from dlmine.rundir import CONFIG, EVAL_JSON, HISTORY, RUN_JSON, RunDir, atomic_write, read_history
 
 REPORT_DIR = "report"
@@ -82,7 +82,40 @@ def make_plots(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
         out.append(Plot("f1_per_label.png", "F1 per label", plots.f1_bars(evaluation["per_label"])))
     if len(evaluation.get("labels") or []) == 2:
         out.extend(binary_curves(run, facts, reporter))
+    if evaluation.get("curves"):  # a ranking recommender
+        out.append(Plot("ranking_at_k.png", "HR@K and NDCG@K",
+                        plots.ranking_curves(evaluation["curves"])))
+    if evaluation.get("popularity"):
+        out.append(Plot("popularity.png", "Popularity of the recommended items",
+                        plots.popularity_bars(evaluation["popularity"])))
+    config = parse_config(facts.config_text) or {}
+    if (config.get("dataset") or {}).get("name") == "interactions":
+        out.extend(item_map(run, facts, reporter))
     return out
+
+
+def item_map(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
+    """The learned item vectors on their two principal axes, coloured by the first
+    categorical or multi-valued item feature (its first category), or else by popularity."""
+    from dlmine.results.recommend import Recommender
+
+    import_keras()
+    try:
+        recommender = Recommender(run.path, (facts.evaluation or {}).get("checkpoint", "best"))
+    except DlmineError as exc:
+        note = f"item map left out: {exc}"
+        reporter.warn(note)
+        facts.notes.append(note)
+        return []
+    vectors = recommender.item_vectors()
+    if len(vectors) < 3:
+        return []
+    centred = vectors - vectors.mean(axis=0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    points = centred @ axes.T
+    column, labels = recommender.item_labels()
+    return [Plot("item_map.png", f"Item vectors, coloured by {column}",
+                 plots.item_map(points, labels, column))]
 
 
 def learning_curves(history: list[dict]) -> list[Plot]:
