@@ -125,6 +125,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.mode = mode if mode != "auto" else monitor_mode(monitor)
         self.best: float | None = (saved or {}).get("value")
         self.best_epoch: int | None = (saved or {}).get("epoch")
+        # True while the model in memory holds the weights best.keras was written from: set
+        # when best.keras is written, cleared when an epoch begins (training changes them).
+        self.model_is_best = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model_is_best = False
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
@@ -133,10 +139,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if value is not None and self._improved(float(value)):
             self.best, self.best_epoch = float(value), epoch + 1
             atomic_save_model(self.model, self.folder / "best.keras")
+            self.model_is_best = True
         keep_previous(self.folder / "last.keras", self.folder / "previous.keras")
         atomic_save_model(self.model, self.folder / "last.keras")
         if self.best is None:  # monitor missing from the logs: the last epoch is the best known
             atomic_save_model(self.model, self.folder / "best.keras")
+            self.model_is_best = True
 
     def _improved(self, value: float) -> bool:
         if not math.isfinite(value):

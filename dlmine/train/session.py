@@ -135,7 +135,7 @@ def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
             raise TrainingError(message)
         atomic_save_model(model, run / MODEL)
         with distributed.local_only():  # predict cannot fetch outputs spread over processes
-            best = load_checkpoint(run, "best")
+            best = model if outcome.model_is_best else load_checkpoint(run, "best")
             x_test, y_test = prep.transform(splits.x_test, splits.y_test)
             report = evaluate_model(best, x_test, y_test, cfg, splits.info.class_names,
                                     cfg.training.batch_size, session.source)
@@ -156,6 +156,7 @@ class _Outcome:
     recorder: object
     best: dict | None
     interrupted: bool
+    model_is_best: bool = False  # the model in memory is best.keras: evaluate it, no reload
 
 
 def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
@@ -196,7 +197,25 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     if checkpoint.best is not None:
         best = {"monitor": checkpoint.monitor, "mode": checkpoint.mode, "value": checkpoint.best,
                 "epoch": checkpoint.best_epoch}
-    return _Outcome(recorder, best, stop["signal"] is not None)
+    last_epoch = recorder.rows[-1]["epoch"] if recorder.rows else None
+    single = devices.replicas(session.model) == 1 and not distributed.joined()
+    return _Outcome(recorder, best, stop["signal"] is not None,
+                    model_is_best=(checkpoint.model_is_best and single
+                                   and _weights_kept(stateful, last_epoch)))
+
+
+def _weights_kept(stateful: dict, last_epoch: int | None) -> bool:
+    """Whether the model's weights after `fit` are those of its last epoch: early stopping's
+    on_train_end restores the weights of its own best epoch, which may be an earlier one.
+
+    With the checkpoint's `model_is_best` (best.keras written at that last epoch), this says
+    that the model in memory is best.keras, evaluated without loading it when it lives in
+    this process alone (a replicated one is evaluated from the file, as before).
+    """
+    stopping = stateful.get("early_stopping")
+    return not (stopping is not None and stopping.restore_best_weights
+                and stopping.best_weights is not None
+                and stopping.best_epoch + 1 != last_epoch)
 
 
 def _keras_callbacks(cfg, session: Session) -> dict:
