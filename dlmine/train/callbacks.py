@@ -20,7 +20,7 @@ import numpy as np
 
 from dlmine.config.checks import monitor_mode
 from dlmine.console import Reporter, format_logs
-from dlmine.rundir import CHECKPOINTS, HISTORY, RunDir, atomic_save_model
+from dlmine.rundir import CHECKPOINTS, HISTORY, RunDir, atomic_copy, atomic_save_model
 from dlmine.train.state import keep_previous
 
 
@@ -136,15 +136,17 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
             return  # the recorder refused this epoch (diverged or cut short)
         value = (logs or {}).get(self.monitor)
-        if value is not None and self._improved(float(value)):
+        improved = value is not None and self._improved(float(value))
+        if improved:
             self.best, self.best_epoch = float(value), epoch + 1
-            atomic_save_model(self.model, self.folder / "best.keras")
-            self.model_is_best = True
-        keep_previous(self.folder / "last.keras", self.folder / "previous.keras")
-        atomic_save_model(self.model, self.folder / "last.keras")
+        best, last = self.folder / "best.keras", self.folder / "last.keras"
+        keep_previous(last, self.folder / "previous.keras")
+        # One model.save per epoch: best.keras, when improved, is a copy of it, in place
+        # before last.keras (the commit order stays: best, last, then the training state).
+        atomic_save_model(self.model, last, copies=(best,) if improved else ())
         if self.best is None:  # monitor missing from the logs: the last epoch is the best known
-            atomic_save_model(self.model, self.folder / "best.keras")
-            self.model_is_best = True
+            atomic_copy(last, best)
+        self.model_is_best = improved or self.best is None
 
     def _improved(self, value: float) -> bool:
         if not math.isfinite(value):
