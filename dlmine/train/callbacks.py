@@ -128,9 +128,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         # True while the model in memory holds the weights best.keras was written from: set
         # when best.keras is written, cleared when an epoch begins (training changes them).
         self.model_is_best = False
+        self.model_is_last = False  # the same for last.keras
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model_is_best = False
+        self.model_is_best = self.model_is_last = False
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
@@ -147,6 +148,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if self.best is None:  # monitor missing from the logs: the last epoch is the best known
             atomic_copy(last, best)
         self.model_is_best = improved or self.best is None
+        self.model_is_last = True
 
     def _improved(self, value: float) -> bool:
         if not math.isfinite(value):
