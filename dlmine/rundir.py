@@ -80,10 +80,24 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def atomic_save_model(model, path: Path) -> None:
-    """`model.save` through `staged` (a `.keras` temporary, as Keras wants the suffix)."""
+def atomic_save_model(model, path: Path, copies: tuple = ()) -> None:
+    """`model.save` through `staged` (a `.keras` temporary, as Keras wants the suffix).
+
+    Args:
+        copies: other paths that get the same model (`best.keras` beside `last.keras`): one
+            serialisation instead of one per file; each copy is its own file, written through
+            `atomic_copy` (fsynced, renamed into place) before `path` is.
+    """
     with staged(path, suffix=".keras") as tmp:
         model.save(tmp)
+        for copy in copies:
+            atomic_copy(tmp, copy)
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Copy the file `source` to `path` through `staged`: the old bytes or the new, never half."""
+    with staged(path, suffix=Path(path).suffix or ".tmp") as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def fsync_dir(folder: Path) -> None:

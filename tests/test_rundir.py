@@ -17,7 +17,7 @@ import pytest
 
 from dlmine import rundir
 from dlmine.errors import DlmineError, UsageError
-from dlmine.rundir import RunDir, atomic_save_model, atomic_write
+from dlmine.rundir import RunDir, atomic_copy, atomic_save_model, atomic_write
 from tests.conftest import ROOT, python
 
 NO_SPACE = OSError(28, "No space left on device")
@@ -158,6 +158,47 @@ def test_atomic_save_model_failure_keeps_previous_file(tmp_path, tiny_model, mon
         assert caught.value is error
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+
+
+def test_atomic_save_model_copies_are_own_files_in_place_before_the_path(tmp_path, tiny_model,
+                                                                        monkeypatch):
+    last, best = tmp_path / "last.keras", tmp_path / "best.keras"
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(rundir.os, "replace",
+                        lambda src, dst: (replaced.append(Path(dst).name), real_replace(src, dst)))
+    atomic_save_model(tiny_model, last, copies=(best,))
+    assert replaced == ["best.keras", "last.keras"]
+    assert sorted(os.listdir(tmp_path)) == ["best.keras", "last.keras"]
+    assert best.read_bytes() == last.read_bytes()
+    assert best.stat().st_ino != last.stat().st_ino
+    assert stat.S_IMODE(best.stat().st_mode) == 0o666 & ~current_umask()
+
+
+def test_atomic_save_model_copy_failure_keeps_both_previous_files(tmp_path, tiny_model,
+                                                                  monkeypatch):
+    last, best = tmp_path / "last.keras", tmp_path / "best.keras"
+    last.write_bytes(b"old last")
+    best.write_bytes(b"old best")
+
+    def no_space(*args, **kwargs):
+        raise NO_SPACE
+
+    monkeypatch.setattr(rundir.shutil, "copyfile", no_space)
+    with pytest.raises(DlmineError) as caught:
+        atomic_save_model(tiny_model, last, copies=(best,))
+    assert str(caught.value) == not_written(best, "No space left on device")
+    assert (last.read_bytes(), best.read_bytes()) == (b"old last", b"old best")
+    assert sorted(os.listdir(tmp_path)) == ["best.keras", "last.keras"]
+
+
+def test_atomic_copy_writes_the_same_bytes_through_a_temporary(tmp_path):
+    source, path = tmp_path / "last.keras", tmp_path / "model.keras"
+    source.write_bytes(b"PK a model")
+    path.write_bytes(b"old")
+    atomic_copy(source, path)
+    assert path.read_bytes() == b"PK a model"
+    assert sorted(os.listdir(tmp_path)) == ["last.keras", "model.keras"]
 
 
 def test_atomic_save_model_into_missing_folder_is_a_dlmine_error(tmp_path, tiny_model):

@@ -1,8 +1,9 @@
 """Reading a config: safe YAML with line numbers, `--set` overrides, and the schema.
 
-`yaml.safe_load` is the only constructor used; before it runs, the document is
-composed into nodes so that every key has a line, and so that tags, alias bombs
-and absurd nesting are refused with a clear message before anything is built.
+`yaml.safe_load`'s constructor (`yaml.SafeLoader`) is the only one used; before it runs,
+the document is composed into nodes so that every key has a line, and so that tags, alias
+bombs and absurd nesting are refused with a clear message before anything is built. The
+text is parsed once: the same loader then constructs the document from those nodes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 import reprlib
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -107,19 +110,31 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, Sources]:
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise ConfigError([Problem(f"{filename}:1", "", f"the file is larger than {MAX_BYTES} "
                                    "bytes; a dlmine config is a few hundred lines")])
+    with _safe_loader(text) as loader:
+        try:
+            root = loader.get_single_node()  # what yaml.compose does
+        except RecursionError:
+            raise ConfigError([Problem(f"{filename}:1", "", "the YAML nests deeper than Python "
+                                       "can parse; a dlmine config nests a few levels")]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([_yaml_problem(exc, filename)]) from None
+        if root is None:
+            raise ConfigError([Problem(f"{filename}:1", "", "the file is empty; expected a "
+                                       "mapping with the sections dataset, model, training")])
+        problems: list[Problem] = []
+        _check_nodes(root, sources, problems)
+        return loader.construct_document(root), sources  # what yaml.safe_load builds
+
+
+@contextmanager
+def _safe_loader(text: str) -> Iterator[yaml.SafeLoader]:
+    """One `yaml.SafeLoader` over `text`: compose with it, check the nodes, then construct
+    from them (`yaml.safe_load` would parse the text a second time)."""
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except RecursionError:
-        raise ConfigError([Problem(f"{filename}:1", "", "the YAML nests deeper than Python "
-                                   "can parse; a dlmine config nests a few levels")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(exc, filename)]) from None
-    if root is None:
-        raise ConfigError([Problem(f"{filename}:1", "", "the file is empty; expected a mapping "
-                                   "with the sections dataset, model, training")])
-    problems: list[Problem] = []
-    _check_nodes(root, sources, problems)
-    return yaml.safe_load(text), sources
+        yield loader
+    finally:
+        loader.dispose()
 
 
 def _check_nodes(root, sources: Sources, problems: list) -> None:
@@ -242,18 +257,19 @@ def _override_value(raw: str, origin: str) -> Any:
     YAML is taken as a string."""
     if not raw.strip():
         return None
-    try:
-        root = yaml.compose(raw, Loader=yaml.SafeLoader)
-    except RecursionError:
-        raise ConfigError([Problem(origin, "", "the value nests deeper than Python can parse; "
-                                   "refused")]) from None
-    except yaml.YAMLError:
-        return raw
-    problems: list[Problem] = []
-    _check_nodes(root, Sources(origin), problems)
-    if problems:
-        raise ConfigError(problems)
-    return yaml.safe_load(raw)
+    with _safe_loader(raw) as loader:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError([Problem(origin, "", "the value nests deeper than Python can "
+                                       "parse; refused")]) from None
+        except yaml.YAMLError:
+            return raw
+        problems: list[Problem] = []
+        _check_nodes(root, Sources(origin), problems)
+        if problems:
+            raise ConfigError(problems)
+        return None if root is None else loader.construct_document(root)
 
 
 def _sub_path(key: str) -> Path_:

@@ -20,7 +20,7 @@ import numpy as np
 
 from dlmine.config.checks import monitor_mode
 from dlmine.console import Reporter, format_logs
-from dlmine.rundir import CHECKPOINTS, HISTORY, RunDir, atomic_save_model
+from dlmine.rundir import CHECKPOINTS, HISTORY, RunDir, atomic_copy, atomic_save_model
 from dlmine.train.state import keep_previous
 
 
@@ -125,18 +125,30 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.mode = mode if mode != "auto" else monitor_mode(monitor)
         self.best: float | None = (saved or {}).get("value")
         self.best_epoch: int | None = (saved or {}).get("epoch")
+        # True while the model in memory holds the weights best.keras was written from: set
+        # when best.keras is written, cleared when an epoch begins (training changes them).
+        self.model_is_best = False
+        self.model_is_last = False  # the same for last.keras
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model_is_best = self.model_is_last = False
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.recorder.rows or self.recorder.rows[-1]["epoch"] != epoch + 1:
             return  # the recorder refused this epoch (diverged or cut short)
         value = (logs or {}).get(self.monitor)
-        if value is not None and self._improved(float(value)):
+        improved = value is not None and self._improved(float(value))
+        if improved:
             self.best, self.best_epoch = float(value), epoch + 1
-            atomic_save_model(self.model, self.folder / "best.keras")
-        keep_previous(self.folder / "last.keras", self.folder / "previous.keras")
-        atomic_save_model(self.model, self.folder / "last.keras")
+        best, last = self.folder / "best.keras", self.folder / "last.keras"
+        keep_previous(last, self.folder / "previous.keras")
+        # One model.save per epoch: best.keras, when improved, is a copy of it, in place
+        # before last.keras (the commit order stays: best, last, then the training state).
+        atomic_save_model(self.model, last, copies=(best,) if improved else ())
         if self.best is None:  # monitor missing from the logs: the last epoch is the best known
-            atomic_save_model(self.model, self.folder / "best.keras")
+            atomic_copy(last, best)
+        self.model_is_best = improved or self.best is None
+        self.model_is_last = True
 
     def _improved(self, value: float) -> bool:
         if not math.isfinite(value):

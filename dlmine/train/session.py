@@ -27,7 +27,17 @@ from dlmine.errors import Interrupted, TrainingError
 from dlmine.model.build import compile_model
 from dlmine.model.io import load_checkpoint
 from dlmine.results.evaluate import evaluate_model
-from dlmine.rundir import CONFIG, LOG, MODEL, RUN_JSON, RunDir, atomic_save_model, now_iso
+from dlmine.rundir import (
+    CHECKPOINTS,
+    CONFIG,
+    LOG,
+    MODEL,
+    RUN_JSON,
+    RunDir,
+    atomic_copy,
+    atomic_save_model,
+    now_iso,
+)
 from dlmine.train.prepare import Prepared, build_checked_model, model_summary
 
 
@@ -134,9 +144,12 @@ def _train_in(session: Session, reporter: Reporter, argv, started) -> dict:
             if status == "interrupted":
                 raise Interrupted(message)
             raise TrainingError(message)
-        atomic_save_model(model, run / MODEL)
+        if outcome.model_is_last:  # the same model: a copy of the file, not a second save
+            atomic_copy(run / CHECKPOINTS / "last.keras", run / MODEL)
+        else:
+            atomic_save_model(model, run / MODEL)
         with distributed.local_only():  # predict cannot fetch outputs spread over processes
-            best = load_checkpoint(run, "best")
+            best = model if outcome.model_is_best else load_checkpoint(run, "best")
             x_test, y_test = prep.transform(splits.x_test, splits.y_test)
             report = evaluate_model(best, x_test, y_test, cfg, splits.info.class_names,
                                     cfg.training.batch_size, session.source)
@@ -157,6 +170,8 @@ class _Outcome:
     recorder: object
     best: dict | None
     interrupted: bool
+    model_is_best: bool = False  # the model in memory is best.keras: evaluate it, no reload
+    model_is_last: bool = False  # ... is last.keras: model.keras is a copy of it
 
 
 def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
@@ -199,7 +214,27 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     if checkpoint.best is not None:
         best = {"monitor": checkpoint.monitor, "mode": checkpoint.mode, "value": checkpoint.best,
                 "epoch": checkpoint.best_epoch}
-    return _Outcome(recorder, best, stop["signal"] is not None)
+    last_epoch = recorder.rows[-1]["epoch"] if recorder.rows else None
+    kept = _weights_kept(stateful, last_epoch)
+    single = devices.replicas(session.model) == 1 and not distributed.joined()
+    return _Outcome(recorder, best, stop["signal"] is not None,
+                    model_is_best=checkpoint.model_is_best and kept and single,
+                    model_is_last=checkpoint.model_is_last and kept)
+
+
+def _weights_kept(stateful: dict, last_epoch: int | None) -> bool:
+    """Whether the model's weights after `fit` are those of its last epoch: early stopping's
+    on_train_end restores the weights of its own best epoch, which may be an earlier one.
+
+    With the checkpoint's `model_is_best` / `model_is_last` (written at that last epoch), this
+    says that the model in memory is best.keras (evaluated without loading it when it lives
+    in this process alone; a replicated one is evaluated from the file, as before) or
+    last.keras (model.keras is then a copy of it).
+    """
+    stopping = stateful.get("early_stopping")
+    return not (stopping is not None and stopping.restore_best_weights
+                and stopping.best_weights is not None
+                and stopping.best_epoch + 1 != last_epoch)
 
 
 def _keras_callbacks(cfg, session: Session) -> dict:
