@@ -40,6 +40,8 @@ COMMANDS = {
                 "differ and the metrics side by side."),
     "export": ("dlmine.cli.results:export", "Export a run's model, load it back and check it "
                "predicts the same; print its path."),
+    "explain": ("dlmine.cli.results:explain", "Explain what a run learned: global importance "
+                "and per-sample attributions, written to RUN_DIR/explain/."),
     "recommend": ("dlmine.cli.recommend:recommend", "The top K items of a user (--user) or "
                   "of many (--users FILE) from a recommender run."),
     "similar": ("dlmine.cli.recommend:similar", "The items nearest to an item (--item) by a "

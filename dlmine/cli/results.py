@@ -151,3 +151,46 @@ def export(run_dir, fmt, output, checkpoint) -> None:
     click.echo(f"checked: predictions of the {fmt} export on {done.samples} {done.inputs} match the "
                f"{checkpoint} checkpoint (max abs difference {done.max_abs_diff:.3g})", err=True)
     click.echo(str(done.path))
+
+
+@click.command()
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test",
+              show_default=True, help="The split whose samples are explained.")
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="How many samples get integrated-gradients attributions.")
+@click.option("--steps", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Points of the integrated-gradients path (more: a smaller completeness "
+                   "gap).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Shuffles per column of the permutation importance.")
+@CHECKPOINT
+@click.option("--json", "as_json", is_flag=True, help="Print explain.json instead of a table.")
+def explain(run_dir, split, samples, steps, repeats, checkpoint, as_json) -> None:
+    """Explain what a run learned: global importance and per-sample attributions, written to
+    RUN_DIR/explain/."""
+    from dlmine.results.explain import explain_run
+
+    import_keras(debug())
+    reporter = Reporter()
+    report = explain_run(run_dir, split, samples, checkpoint, steps, repeats, reporter)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if report["kind"] == "interactions":
+        print_table(["user", "top item", "history that weighs most", "nearest items"],
+                    [[str(r["user"]), str(r["top_item"]),
+                      ", ".join(str(h["item"]) for h in r["history_weights"][:3]),
+                      ", ".join(str(n["item"]) for n in r["nearest_items"][:3])]
+                     for r in report["users"]], title="explain: recommendations")
+        return
+    rows = report["importance"]["inputs"][:15]
+    print_table(["input", "importance", "std"],
+                [[str(r["input"]), value_text(r["mean"]), value_text(r["std"])] for r in rows],
+                right={1, 2}, title=f"explain: the {report['metric']} "
+                                    f"{value_text(report['metric_value'])} drops by")
+    click.echo(f"importance: {report['importance']['method']}", err=True)
+    gap = report["completeness"]["max_relative_gap"]
+    click.echo(f"integrated gradients on {len(report['attributions']['samples'])} samples, "
+               f"largest completeness gap {gap:.2%}; written to "
+               f"{Path(run_dir) / 'explain'}", err=True)

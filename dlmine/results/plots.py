@@ -187,6 +187,52 @@ def item_map(points: np.ndarray, labels: list[str], column: str) -> bytes:
     return _png(fig)
 
 
+def importance_bars(importance: list[dict], method: str, limit: int = 20) -> bytes:
+    """Horizontal bars of the most important inputs (mean drop of the metric, with its
+    standard deviation over the repeats).
+
+    Returns:
+        PNG bytes.
+    """
+    rows = importance[:limit]
+    fig, ax = _figure(6.4, min(9.0, max(2.6, 1.3 + 0.3 * len(rows))))
+    positions = np.arange(len(rows))
+    ax.barh(positions, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color=ACCENT,
+            height=0.7, error_kw={"elinewidth": 1, "ecolor": "#374151"})
+    ax.set_yticks(positions, [str(r["input"])[:28] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    _style(ax, "Global importance", f"drop of the metric: {method}"[:90], "")
+    return _png(fig)
+
+
+def heatmaps(x: np.ndarray, attributions, rows: list[dict]) -> bytes:
+    """Each explained image beside its absolute attributions (summed over channels).
+
+    Returns:
+        PNG bytes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(rows)
+    fig = Figure(figsize=(2.2 * n, 4.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, n, squeeze=False)
+    for k in range(n):
+        image = np.asarray(x[k], "float64")
+        image = image.mean(axis=-1) if image.ndim == 3 else image
+        heat = np.abs(np.asarray(attributions[k], "float64"))
+        heat = heat.sum(axis=-1) if heat.ndim == 3 else heat
+        axes[0, k].imshow(image, cmap="gray")
+        axes[1, k].imshow(heat, cmap="inferno")
+        axes[0, k].set_title(f"true {rows[k]['true']}\npredicted {rows[k]['predicted']}",
+                             fontsize=8)
+        for ax in axes[:, k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _png(fig)
+
+
 def roc_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[bytes, float]:
     """The ROC curve of a binary classifier.
 

@@ -132,6 +132,10 @@ class Recommender:
         thirds = ["least popular third", "middle third", "most popular third"]
         return "popularity", [thirds[min(2, 3 * int(r) // max(len(order), 1))] for r in order]
 
+    def seen_codes(self, user: int) -> np.ndarray:
+        """The item codes user `user` (a code) interacted with, in any split."""
+        return self._seen(user)
+
     def _seen(self, user: int) -> np.ndarray:
         n = len(self.items)
         lo, hi = np.searchsorted(self.known, [user * n, (user + 1) * n])
