@@ -105,7 +105,7 @@ def full_ranking(model, x: np.ndarray, known: np.ndarray, num_items: int,
         positive = scores[local, x[rows, 1]]
         masked = scores.copy()
         for j in range(len(block)):
-            masked[j, known[lo[j]:hi[j]] - block[j] * num_items] = -np.inf
+            masked[j, known[lo[j]:hi[j]] - int(block[j]) * num_items] = -np.inf
         ranks[rows] = (masked[local] >= positive[:, None]).sum(axis=1)
         masked[local, x[rows, 1]] = positive  # held-out items compete for the top K
         top = top_indices(masked, max(top_k))
