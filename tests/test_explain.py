@@ -199,3 +199,20 @@ def test_text_attributions_point_at_the_keyword(tmp_path):
     assert len(hits) >= 10 and np.mean(hits) >= 0.9
     assert report["completeness"]["max_relative_gap"] < 0.05
     assert "excellent" in (run / "explain" / "tokens.html").read_text()
+
+
+def test_report_shows_the_explanations(table_runs):
+    explained(table_runs[7])
+    result = run_cli("report", table_runs[7])
+    assert result.exit_code == 0, result.output
+    page = (table_runs[7] / "report" / "report.html").read_text()
+    assert "Explain: global importance" in page
+    assert "integrated gradients&#x27; largest completeness gap" in page or \
+        "integrated gradients' largest completeness gap" in page
+
+
+def test_explain_refuses_what_it_cannot_explain(table_runs, tmp_path):
+    result = run_cli("explain", table_runs[3], "--split", "everything")
+    assert result.exit_code == 2 and "'everything' is not one of" in result.output
+    missing = run_cli("explain", tmp_path / "nowhere")
+    assert missing.exit_code == 2

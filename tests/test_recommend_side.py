@@ -311,3 +311,39 @@ def test_ranking_report_shows_metrics_over_k_popularity_and_the_item_map(tower_r
         assert width > 300 and height > 200
     page = (folder / "report.html").read_text()
     assert "Item vectors, coloured by genres" in page and "HR@K and NDCG@K" in page
+
+
+def test_explain_a_recommendation_by_the_history_that_weighs_most(tower_run):
+    result = run_cli("explain", tower_run / "run", "--json", "--samples", "4")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["kind"] == "interactions" and len(report["users"]) == 4
+    inter = pd.read_csv(tower_run / "inter.csv")
+    for row in report["users"]:
+        seen = set(inter.loc[inter.user == row["user"], "item"])
+        assert row["top_item"] not in seen
+        assert {h["item"] for h in row["history_weights"]} <= seen
+        cosines = [h["cosine"] for h in row["history_weights"]]
+        assert cosines == sorted(cosines, reverse=True) and len(row["nearest_items"]) == 5
+    assert (tower_run / "run" / "explain" / "explain.json").exists()
+
+
+def test_tune_searches_a_recommender_on_a_ranking_metric(tmp_path):
+    planted_side(tmp_path)
+    config = TWO_TOWER.replace("epochs: 8", "epochs: 2") + """tune:
+  metric: val_ndcg@10
+  trials: 2
+  pruner: none
+  space:
+    model.recommender.factors: {choice: [4, 8]}
+    training.optimizer.learning_rate: {loguniform: [0.003, 0.03]}
+"""
+    (tmp_path / "cfg.yaml").write_text(config)
+    result = run_cli("tune", tmp_path / "cfg.yaml", "--study-dir", tmp_path / "study")
+    assert result.exit_code == 0, result.output
+    trials = sorted((tmp_path / "study").glob("trial-*"))
+    assert len(trials) == 2
+    for trial in trials:
+        assert "val_ndcg@10" in (trial / "history.csv").read_text().splitlines()[0]
+    best = (tmp_path / "study" / "best.yaml").read_text()
+    assert "type: two_tower" in best and "tune: null" in best  # runnable with train

@@ -22,6 +22,9 @@ def check(config, overrides) -> None:
     loaded = load_checked_config(config, overrides)
     prepared = build_checked_model(loaded)
     click.echo(model_summary(prepared.model))
-    click.echo(f"{loaded.sources.filename}: OK: {len(loaded.config.model.layers)} layers, input "
+    rec = loaded.config.model.recommender
+    what = (f"a {rec.type} recommender" if rec is not None
+            else f"{len(loaded.config.model.layers)} layers")
+    click.echo(f"{loaded.sources.filename}: OK: {what}, input "
                f"shape {tuple(prepared.preprocessor.output_shape())}, "
                f"{prepared.model.count_params()} parameters")

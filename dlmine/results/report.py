@@ -88,9 +88,34 @@ def make_plots(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
     if evaluation.get("popularity"):
         out.append(Plot("popularity.png", "Popularity of the recommended items",
                         plots.popularity_bars(evaluation["popularity"])))
+    out.extend(explanations(run, facts))
     config = parse_config(facts.config_text) or {}
     if (config.get("dataset") or {}).get("name") == "interactions":
         out.extend(item_map(run, facts, reporter))
+    return out
+
+
+def explanations(run: RunDir, facts: RunFacts) -> list[Plot]:
+    """The plots of `dlmine explain` (`RUN_DIR/explain/`), when it was run."""
+    folder = run / "explain"
+    if not (folder / "explain.json").exists():
+        return []
+    try:
+        explained = run.read_json("explain/explain.json")
+    except DlmineError:
+        return []
+    out = []
+    titles = {"importance.png": "Explain: global importance",
+              "attributions.png": "Explain: integrated gradients of the explained samples"}
+    for name, title in titles.items():
+        if name in explained.get("files", []) and (folder / name).is_file():
+            out.append(Plot(f"explain_{name}", title, (folder / name).read_bytes()))
+    gap = (explained.get("completeness") or {}).get("max_relative_gap")
+    if gap is not None:
+        facts.notes.append(f"dlmine explain: {explained.get('importance', {}).get('method', '')}"
+                           f"; integrated gradients' largest completeness gap {gap:.2%}"
+                           + ("; the tokens are highlighted in explain/tokens.html"
+                              if "tokens.html" in explained.get("files", []) else ""))
     return out
 
 
