@@ -265,6 +265,12 @@ def _dense_arguments() -> str:
     return ", ".join(sorted(allowed_arguments(layer_registry()["Dense"])))
 
 
+def test_a_set_value_that_is_only_a_comment_is_null(cli, here):
+    line = only_problem(check(cli, here, TINY_CONFIG, "--set", "training.epochs=#c"))
+    assert line == "--set training.epochs=#c: training.epochs: expected an integer, received " \
+        "None (null)"
+
+
 def test_set_problems_come_before_the_files(cli, here):
     text = tiny("batch_size: 16", "batch_size: 0")
     lines = problems_of(check(cli, here, text, "--set", "foo", "--set", "training.epochs=two"))

@@ -265,11 +265,13 @@ def _override_value(raw: str, origin: str) -> Any:
                                        "parse; refused")]) from None
         except yaml.YAMLError:
             return raw
+        if root is None:  # only a comment: null, as an empty value
+            return None
         problems: list[Problem] = []
         _check_nodes(root, Sources(origin), problems)
         if problems:
             raise ConfigError(problems)
-        return None if root is None else loader.construct_document(root)
+        return loader.construct_document(root)
 
 
 def _sub_path(key: str) -> Path_:
