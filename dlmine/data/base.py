@@ -238,8 +238,8 @@ class Source:
         return EpochShuffled(x, y, batch_size, seed, shuffle, first_epoch, sample_weight)
 
     def validation_data(self, x, y, batch_size: int, list_size: int = 1):
-        """`(validation_data, validation_batch_size)` for `fit`."""
-        return self.as_input(x, y, batch_size=batch_size), batch_size
+        """`(validation_data, validation_batch_size)` for `fit` (None: Keras' default)."""
+        return self.as_input(x, y, batch_size=batch_size), None
 
     def feed(self, batches):
         """What `fit` takes of `training_batches`."""
