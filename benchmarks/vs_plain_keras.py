@@ -386,8 +386,9 @@ def document(args, facts: dict, runs, summary, rel, start_rows, pipeline,
              "yes" if rss_ok else "**no**"],
             ["identical accuracy for identical seeds",
              f"dlmine {dl['accuracy']:.4f}, plain-keyed "
-             f"{summary['plain-keyed']['accuracy']:.4f}" if "plain-keyed" in summary else "n/a",
-             "yes" if same_acc else "**no**"]]),
+             f"{summary['plain-keyed']['accuracy']:.4f}" if "plain-keyed" in summary else
+             "not measured (--no-keyed)",
+             ("yes" if same_acc else "**no**") if "plain-keyed" in summary else "-"]]),
         "",
         f"CPU time, telling on a busy machine (issue 11's targets are in the section by work "
         f"below): dlmine's process uses {rel['plain']['cpu_s']:.3f}x the CPU time of the plain "
