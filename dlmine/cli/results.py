@@ -15,6 +15,7 @@ from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
 from dlmine.console import Reporter, print_table
 from dlmine.results.evaluate import NotSaved, evaluate_run
+from dlmine.results.explain import explain_run
 from dlmine.results.export import export_run
 from dlmine.results.predict import check_output, output_format, predict_file, render
 from dlmine.results.report import build_report
@@ -169,8 +170,6 @@ def export(run_dir, fmt, output, checkpoint) -> None:
 def explain(run_dir, split, samples, steps, repeats, checkpoint, as_json) -> None:
     """Explain what a run learned: global importance and per-sample attributions, written to
     RUN_DIR/explain/."""
-    from dlmine.results.explain import explain_run
-
     import_keras(debug())
     reporter = Reporter()
     report = explain_run(run_dir, split, samples, checkpoint, steps, repeats, reporter)

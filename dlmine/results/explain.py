@@ -32,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dlmine.backend.gradients import gradient
 from dlmine.console import Reporter
 from dlmine.data import Preprocessor, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
 from dlmine.results import plots
+from dlmine.results.recommend import Recommender
 from dlmine.rundir import RunDir, atomic_write
 
 EXPLAIN_DIR = "explain"
@@ -268,7 +270,6 @@ def _baseline(prep, kind, raw, splits, x) -> np.ndarray:
 def _input_ig(model, x, baseline, targets, steps, task) -> tuple[np.ndarray, list[float]]:
     import keras
 
-    from dlmine.backend.gradients import gradient
 
     x = np.asarray(x, "float32")
     baseline = np.broadcast_to(np.asarray(baseline, "float32"), x.shape)
@@ -304,7 +305,6 @@ def _embedding_ig(model, embedding, x, targets, steps) -> tuple[list[np.ndarray]
     being the padding token's to the learned vectors (the mask, from the ids, is kept)."""
     import keras
 
-    from dlmine.backend.gradients import gradient
 
     variables = list(model.trainable_variables)
     frozen = list(model.non_trainable_variables)
@@ -433,8 +433,6 @@ def _write(run: RunDir, report: dict, figures: list, page: str | None,
 # --- recommendation -------------------------------------------------------------------------
 
 def _explain_recommender(run: RunDir, splits, split: str, samples: int, checkpoint: str) -> dict:
-    from dlmine.results.recommend import Recommender
-
     recommender = Recommender(run.path, checkpoint)
     x, _ = splits.split(split)
     users = [u for u in dict.fromkeys(int(c) for c in x[:, 0]) if u < len(recommender.users)]

@@ -18,6 +18,7 @@ from dlmine.errors import DlmineError
 from dlmine.model.io import load_checkpoint
 from dlmine.results import plots
 from dlmine.results.predict import predict_outputs, split_inputs
+from dlmine.results.recommend import Recommender
 from dlmine.results.report_html import Plot, RunFacts, parse_config, render_html
 from dlmine.rundir import CONFIG, EVAL_JSON, HISTORY, RUN_JSON, RunDir, atomic_write, read_history
 
@@ -122,8 +123,6 @@ def explanations(run: RunDir, facts: RunFacts) -> list[Plot]:
 def item_map(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
     """The learned item vectors on their two principal axes, coloured by the first
     categorical or multi-valued item feature (its first category), or else by popularity."""
-    from dlmine.results.recommend import Recommender
-
     import_keras()
     try:
         recommender = Recommender(run.path, (facts.evaluation or {}).get("checkpoint", "best"))
