@@ -20,7 +20,7 @@ from dlmine.config.loading import valid_list
 from dlmine.config.schema import DatasetConfig
 from dlmine.data import tabular
 from dlmine.data.base import DataInfo, Source, Splits
-from dlmine.data.sampling import sample_unseen
+from dlmine.data.sampling import lists_of, sample_unseen
 from dlmine.data.side_tables import feature_matrix
 from dlmine.errors import DataError, UsageError
 from dlmine.results.recommend_metrics import RankingValidation, evaluate_ranking, evaluate_rating
@@ -124,12 +124,9 @@ class InteractionsSource(Source):
             return super().validation_data(x, y, batch_size, list_size)
         per = self.cfg.interactions.negatives
         rng = np.random.default_rng([self.seed, 1618])
-        items = sample_unseen(x[:, 0], per, self.known, self.items_count, rng)
-        rows = np.concatenate([x[:, None, :], np.stack(
-            [np.repeat(x[:, :1], per, axis=1), np.maximum(items, 0)], axis=2)], axis=1)
-        labels = np.concatenate([np.ones((len(x), 1)), np.where(items >= 0, 0.0, -1.0)],
-                                axis=1)
-        rows, labels = rows.reshape(-1, 2).astype("int32"), labels.reshape(-1).astype("float32")
+        rows, labels = lists_of(x, sample_unseen(x[:, 0], per, self.known, self.items_count,
+                                                 rng))
+        rows, labels = rows.reshape(-1, 2), labels.reshape(-1)
         if list_size > 1:
             return (rows, labels), max(1, batch_size // list_size) * list_size
         drawn = labels >= 0

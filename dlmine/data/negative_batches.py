@@ -14,7 +14,7 @@ import math
 import keras
 import numpy as np
 
-from dlmine.data.sampling import pair_keys, sample_unseen
+from dlmine.data.sampling import lists_of, pair_keys, sample_unseen
 
 
 class NegativeSampled(keras.utils.PyDataset):
@@ -47,11 +47,7 @@ class NegativeSampled(keras.utils.PyDataset):
         users = self.positives[:, 0]
         items = sample_unseen(users, self.negatives, self.seen, self.num_items, rng)
         if self.lists:  # rows of (positive, its negatives); an undrawn negative: label -1
-            x = np.concatenate([self.positives[:, None, :], np.stack(
-                [np.repeat(users[:, None], self.negatives, axis=1), np.maximum(items, 0)],
-                axis=2)], axis=1).astype("int32")
-            y = np.concatenate([np.ones((len(users), 1), "float32"),
-                                np.where(items >= 0, 0.0, -1.0).astype("float32")], axis=1)
+            x, y = lists_of(self.positives, items)
             order = rng.permutation(len(x))
             self.x, self.y = x[order].reshape(-1, 2), y[order].reshape(-1)
             return

@@ -40,3 +40,15 @@ def sample_unseen(users: np.ndarray, per_user: int, seen: np.ndarray, num_items:
         bad = bad[is_member(pair_keys(flat_users[bad], flat[bad], num_items), seen)]
     flat[bad] = -1
     return flat.reshape(len(users), per_user)
+
+
+def lists_of(pairs: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each (user, item) positive followed by its sampled items (`sample_unseen`'s output):
+    `(rows, 1 + per_user, 2)` int32 pairs and `(rows, 1 + per_user)` float32 labels, 1 for
+    the positive, 0 for a negative, -1 where none was drawn (its item then reads 0)."""
+    negatives = np.stack([np.repeat(pairs[:, :1], items.shape[1], axis=1),
+                          np.maximum(items, 0)], axis=2)
+    rows = np.concatenate([pairs[:, None, :], negatives], axis=1).astype("int32")
+    labels = np.concatenate([np.ones((len(pairs), 1)), np.where(items >= 0, 0.0, -1.0)],
+                            axis=1).astype("float32")
+    return rows, labels

@@ -232,9 +232,23 @@ class TableEncoder:
         return self
 
     def width(self) -> int:
+        return sum(len(positions) for positions in self.slots().values())
+
+    def slots(self) -> dict:
+        """`{column: positions}` of each column in `transform`'s vector: consecutive values in
+        the order of `kinds` (one each for numeric, the one-hot or multi-hot block), then one
+        code per embedded column, last."""
         widths = {"categorical": lambda c: len(self.state[c]["vocabulary"]) + 1,
                   "multi": lambda c: len(self.state[c]["vocabulary"])}
-        return sum(widths[k](c) if k in widths else 1 for c, k in self.kinds.items())
+        out, at = {}, 0
+        embedded = [c for c, k in self.kinds.items() if k == "embedding"]
+        for column, kind in self.kinds.items():
+            if kind != "embedding":
+                width = widths[kind](column) if kind in widths else 1
+                out[column], at = np.arange(at, at + width), at + width
+        for column in embedded:
+            out[column], at = np.array([at]), at + 1
+        return {column: out[column] for column in self.kinds}
 
     def layout(self) -> dict:
         """What the model's `ColumnEmbedding` layer needs: the width of the one-hot and numeric

@@ -65,12 +65,10 @@ def explain_run(run_dir: Path, split: str = "test", samples: int = 8, checkpoint
                          "need one output to explain")
     if split not in ("train", "validation", "test"):
         raise UsageError(f"--split must be train, validation or test, received {split!r}")
-    source = source_for(cfg.dataset)
-    splits = source.load(cfg.seed)
+    if cfg.dataset.name == "interactions":  # the recommender reads its data and model
+        return _write(run, _explain_recommender(run, split, samples, checkpoint), [], None)
+    splits = source_for(cfg.dataset).load(cfg.seed)
     model = load_checkpoint(run, checkpoint)
-    if cfg.dataset.name == "interactions":
-        report = _explain_recommender(run, splits, split, samples, checkpoint)
-        return _write(run, report, [], None)
     raw, y = splits.split(split)
     if raw is None or len(y) == 0:
         raise UsageError(f"the run has no {split} split")
@@ -187,27 +185,9 @@ def _permutation(model, x, y, task, base, groups, names, repeats, seed) -> list[
 
 
 def _table_groups(prep) -> tuple[list[np.ndarray], list[str]]:
-    """Each raw column's positions in the encoded vector (`TableEncoder.transform`'s order)."""
-    from itertools import groupby
-
-    encoder = prep.encoder
-    widths = {"categorical": lambda c: len(encoder.state[c]["vocabulary"]) + 1,
-              "multi": lambda c: len(encoder.state[c]["vocabulary"])}
-    groups, names, at = {}, [], 0
-    embedded = []
-    for kind, group in groupby(encoder.kinds.items(), key=lambda item: item[1]):
-        for column, _ in group:
-            if kind == "embedding":
-                embedded.append(column)
-                continue
-            width = widths[kind](column) if kind in widths else 1
-            groups[column] = np.arange(at, at + width)
-            at += width
-    for column in embedded:  # codes after every other value
-        groups[column] = np.array([at])
-        at += 1
-    names = list(encoder.kinds)
-    return [groups[c] for c in names], names
+    """Each raw column's positions in the encoded vector, and the columns' names."""
+    slots = prep.encoder.slots()
+    return list(slots.values()), list(slots)
 
 
 def _occlusion(model, x, y, task, base, black) -> list[dict]:
@@ -360,6 +340,7 @@ def class_names(run: RunDir) -> list:
 
 def _sample_rows(kind, prep, x, y, outputs, targets, attributions, task, names, raw, chosen):
     rows = []
+    groups, columns = _table_groups(prep) if kind == "table" else ([], [])
     predicted = outputs[:, 0] if task == "regression" else _classes(outputs)
     for k in range(len(x)):
         def name(c):
@@ -368,7 +349,6 @@ def _sample_rows(kind, prep, x, y, outputs, targets, attributions, task, names, 
         row = {"index": int(chosen[k]), "true": name(y[k]), "predicted": name(predicted[k])}
         a = attributions[k]
         if kind == "table":
-            groups, columns = _table_groups(prep)
             row["attributions"] = {c: float(np.sum(a[g])) for c, g in zip(columns, groups,
                                                                            strict=True)}
             for column, kind_ in prep.encoder.kinds.items():
@@ -432,9 +412,9 @@ def _write(run: RunDir, report: dict, figures: list, page: str | None,
 
 # --- recommendation -------------------------------------------------------------------------
 
-def _explain_recommender(run: RunDir, splits, split: str, samples: int, checkpoint: str) -> dict:
+def _explain_recommender(run: RunDir, split: str, samples: int, checkpoint: str) -> dict:
     recommender = Recommender(run.path, checkpoint)
-    x, _ = splits.split(split)
+    x, _ = recommender.splits.split(split)
     users = [u for u in dict.fromkeys(int(c) for c in x[:, 0]) if u < len(recommender.users)]
     vectors = recommender.item_vectors()
     norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)

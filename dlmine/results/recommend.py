@@ -45,9 +45,9 @@ class Recommender:
         self.users, self.items = vocab["users"], vocab["items"]
         self.model = load_checkpoint(self.run, checkpoint)
         source = source_for(self.cfg.dataset)
-        splits = source.load(self.cfg.seed)
+        self.splits = source.load(self.cfg.seed)
         self.known = source.known  # every interaction of the file, as codes
-        self.popularity = np.bincount(splits.x_train[:, 1], minlength=len(self.items))
+        self.popularity = np.bincount(self.splits.x_train[:, 1], minlength=len(self.items))
         self.side = _items_table(self.cfg)
 
     def code(self, ids: list, kind: str) -> np.ndarray:
@@ -79,7 +79,7 @@ class Recommender:
                 cold = code >= len(self.users)
                 score = self.popularity.astype("float64") if cold else scores[int(code)].copy()
                 if not include_seen and not cold:
-                    score[self._seen(int(code))] = -np.inf
+                    score[self.seen_codes(int(code))] = -np.inf
                 top = top_indices(score, k)[0]
                 for rank, item in enumerate(top[np.isfinite(score[top])]):
                     rows.append({"user": user, "rank": rank + 1, "item": self.items[item],
@@ -134,9 +134,6 @@ class Recommender:
 
     def seen_codes(self, user: int) -> np.ndarray:
         """The item codes user `user` (a code) interacted with, in any split."""
-        return self._seen(user)
-
-    def _seen(self, user: int) -> np.ndarray:
         n = len(self.items)
         lo, hi = np.searchsorted(self.known, [user * n, (user + 1) * n])
         return self.known[lo:hi] - user * n
