@@ -132,6 +132,30 @@ def test_similar_ranks_by_cosine_and_names_unknown_items(ranked_run):
         unknown.output
 
 
+@pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("onnx", "model.onnx")])
+def test_export_of_a_recommender_scores_user_item_codes_as_the_run(ranked_run, fmt, name):
+    import keras
+    import numpy as np
+
+    from dlmine.model.io import load_model_file
+
+    result = run_cli("export", ranked_run / "run", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert f"checked: predictions of the {fmt} export on 8 test samples match" in result.output
+    codes = np.array([[0, 0], [0, 5], [3, 17], [39, 1]], "int32")
+    want = load_model_file(ranked_run / "run" / "checkpoints" / "best.keras").predict(codes,
+                                                                                  verbose=0)
+    if fmt == "keras":
+        got = keras.saving.load_model(ranked_run / "run" / "export" / name, safe_mode=True).predict(
+            codes, verbose=0)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(ranked_run / "run" / "export" / name))
+        got = session.run(None, {session.get_inputs()[0].name: codes})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_negatives_are_never_seen_and_repeat_for_the_same_epoch():
     rng = np.random.default_rng(0)
     x = np.stack([rng.integers(0, 20, 300), rng.integers(0, 15, 300)], axis=1)
