@@ -4,7 +4,8 @@ The splits and the ranking candidates are dlmine's own (`InteractionsSource.load
 `candidates_for`): every model trains on the same training split (dlmine's validation
 split only picks its best epoch) and is scored on the same held-out rows and the same 99
 sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
-(between the recommender markers). `make movielens` first.
+(between the recommender markers). `make movielens` first; `python benchmarks/recommend.py
+[SEEDS]` (default 5) sets how many seeded random splits the rating comparison averages.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def ranking_peers(config: Path) -> list[tuple]:
     return rows
 
 
-def dlmine_run(config: Path) -> tuple:
+def dlmine_run(config: Path, seed: int | None = None) -> tuple:
     started = time.time()
+    extra = [] if seed is None else ["--set", f"seed={seed}"]
     run = subprocess.run([sys.executable, "-m", "dlmine", "train", str(config), "--quiet",
-                          "--runs-root", str(ROOT / "runs" / "bench")], check=True,
+                          "--runs-root", str(ROOT / "runs" / "bench"), *extra], check=True,
                          capture_output=True, text=True, cwd=ROOT).stdout.strip()
     import json
 
@@ -85,19 +87,20 @@ def dlmine_run(config: Path) -> tuple:
     return (f"dlmine {config.stem}", metrics, time.time() - started)
 
 
-def rating_peer(config: Path) -> tuple:
+def rating_peer(config: Path, seed: int | None = None) -> tuple:
     from surprise import SVD, Dataset, Reader, accuracy
 
     cfg = load_config(config).config
+    seed = cfg.seed if seed is None else seed
     source = source_for(cfg.dataset)
-    splits = source.load(cfg.seed)
+    splits = source.load(seed)
     train, y = splits.x_train, splits.y_train  # what dlmine trains on
     import pandas as pd
 
     started = time.time()
     frame = pd.DataFrame({"u": train[:, 0], "i": train[:, 1], "r": y})
     data = Dataset.load_from_df(frame, Reader(rating_scale=tuple(source.rating_range)))
-    model = SVD(random_state=cfg.seed)
+    model = SVD(random_state=seed)
     model.fit(data.build_full_trainset())
     predictions = model.test(list(zip(splits.x_test[:, 0], splits.x_test[:, 1],
                                       splits.y_test, strict=True)))
@@ -106,10 +109,32 @@ def rating_peer(config: Path) -> tuple:
     return ("Surprise SVD (defaults)", {"rmse": rmse, "mae": mae}, time.time() - started)
 
 
+def rating_splits(config: Path, seeds: int) -> list[tuple]:
+    """Surprise SVD and dlmine on `seeds` random splits (config's test_split, seeds 0..N-1:
+    the closest that dlmine's seeded `split: random` comes to k-fold cross-validation), one
+    row each with the mean and the standard deviation of RMSE and MAE over the splits."""
+    runs = {"Surprise SVD (defaults)": [], f"dlmine {config.stem}": []}
+    for seed in range(seeds):
+        for name, result in (("Surprise SVD (defaults)", rating_peer(config, seed)),
+                             (f"dlmine {config.stem}", dlmine_run(config, seed))):
+            runs[name].append(result)
+            print(f"seed {seed}: {name}: RMSE {result[1]['rmse']:.4f}", flush=True)
+    rows = []
+    for name, results in runs.items():
+        rmse = np.array([m["rmse"] for _, m, _ in results])
+        mae = np.array([m["mae"] for _, m, _ in results])
+        rows.append((name, rmse, mae, float(np.mean([s for _, _, s in results]))))
+    return rows
+
+
 def table(rating: list, ranking: list) -> str:
-    lines = ["Rating (the split of configs/movielens_mf.yaml: random, 20 % test):", "",
-             "| model | RMSE | MAE | seconds |", "|---|---|---|---|"]
-    lines += [f"| {n} | {m['rmse']:.4f} | {m['mae']:.4f} | {s:.0f} |" for n, m, s in rating]
+    seeds = len(rating[0][1])
+    lines = [f"Rating (configs/movielens_mf.yaml's split, random with 20 % test, over {seeds} "
+             f"seeds 0..{seeds - 1}: mean ± standard deviation; dlmine's validation split, "
+             "10 % of the rest, only picks its epoch, and Surprise trains on the same rows):",
+             "", "| model | RMSE | MAE | seconds per split |", "|---|---|---|---|"]
+    lines += [f"| {n} | {r.mean():.4f} ± {r.std():.4f} | {a.mean():.4f} ± {a.std():.4f} | "
+              f"{s:.0f} |" for n, r, a, s in rating]
     lines += ["", "Ranking (leave-last-out; sampled: 99 negatives; full: every unseen item):", "",
               "| model | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | seconds |",
               "|---|---|---|---|---|---|"]
@@ -120,7 +145,8 @@ def table(rating: list, ranking: list) -> str:
 
 def main() -> None:
     configs = ROOT / "configs"
-    rating = [rating_peer(configs / "movielens_mf.yaml"), dlmine_run(configs / "movielens_mf.yaml")]
+    seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    rating = rating_splits(configs / "movielens_mf.yaml", seeds)
     ranking = ranking_peers(configs / "movielens_neumf.yaml")
     ranking.append(dlmine_run(configs / "movielens_neumf.yaml"))
     ranking.append(dlmine_run(configs / "movielens_two_tower.yaml"))
