@@ -275,7 +275,7 @@ class Source:
     def check_json(self, values: list, prep, field: str, warn=None):
         """`serve` input, a JSON list of raw samples (`field[0]`, `field[1]`, ...), as the
         batch `check_input` gives for the same samples read from a file, or a `DataError`
-        naming the field."""
+        naming the field (not for interactions: `serve` answers them with `Recommender`)."""
         raise NotImplementedError
 
     def input_schema(self, prep) -> dict:

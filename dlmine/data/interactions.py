@@ -143,10 +143,6 @@ class InteractionsSource(Source):
         raise UsageError("`predict` takes no input for an interactions run: use `dlmine "
                          "recommend RUN_DIR --user U` or `dlmine similar RUN_DIR --item I`")
 
-    def check_json(self, values: list, prep, field: str, warn=None):
-        raise UsageError("/predict takes no input for an interactions run: POST /recommend "
-                         '{"users": [U]} or POST /similar {"item": I}')
-
     def input_schema(self, prep) -> dict:
         return {"kind": "interactions", "users": len(prep.vocabularies["users"]),
                 "items": len(prep.vocabularies["items"]),
