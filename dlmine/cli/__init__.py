@@ -46,6 +46,8 @@ COMMANDS = {
                   "of many (--users FILE) from a recommender run."),
     "similar": ("dlmine.cli.recommend:similar", "The items nearest to an item (--item) by a "
                 "recommender run's learned item vectors (cosine)."),
+    "serve": ("dlmine.cli.serve:serve_command", "Serve a run over HTTP: GET /health, /metadata; "
+              "POST /predict (/recommend, /similar)."),
     "tune": ("dlmine.cli.tune:tune", "Search the tune: space of CONFIG with Optuna, one run per "
              "trial; print the study directory."),
 }

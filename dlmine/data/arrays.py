@@ -64,6 +64,32 @@ class ArraySource(Source):
         check_finite(x, "x", source)
         return x
 
+    def check_json(self, values: list, prep, field: str, warn=None) -> np.ndarray:
+        """One nested list of numbers per sample, checked by `check_input` as one array."""
+        try:
+            x = np.asarray(values)
+        except ValueError:  # ragged: name the first sample of another shape
+            raise DataError(_ragged(values, field)) from None
+        return self.check_input(x, prep, field, warn)
+
+    def input_schema(self, prep) -> dict:
+        shape = list(prep.sample_shape)
+        return {"kind": "arrays", "sample_shape": shape,
+                "send": f"one nested list of numbers of shape {tuple(shape)} per sample"}
+
+
+def _ragged(values: list, field: str) -> str:
+    shapes = []
+    for i, sample in enumerate(values):
+        try:
+            shapes.append(np.asarray(sample).shape)
+        except ValueError:
+            return f"{field}[{i}]: a ragged nested list; expected one rectangular list of numbers"
+        if shapes[i] != shapes[0]:
+            return (f"{field}[{i}]: a nested list of shape {shapes[i]}, but {field}[0] has shape "
+                    f"{shapes[0]}; expected every sample of one shape")
+    return f"{field}: a ragged nested list; expected one rectangular list of numbers per sample"
+
 
 class BuiltinSource(ArraySource):
     """`mnist`, `fashion_mnist`, `cifar10`, `cifar100` and `digits`."""

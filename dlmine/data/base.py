@@ -270,6 +270,28 @@ class Source:
         changed (a table's imputed cells)."""
         return x
 
+    # --- serve -----------------------------------------------------------------------------------
+
+    def check_json(self, values: list, prep, field: str, warn=None):
+        """`serve` input, a JSON list of raw samples (`field[0]`, `field[1]`, ...), as the
+        batch `check_input` gives for the same samples read from a file, or a `DataError`
+        naming the field (not for interactions: `serve` answers them with `Recommender`)."""
+        raise NotImplementedError
+
+    def input_schema(self, prep) -> dict:
+        """What a client of `serve` sends for one sample: `kind`, the shape or the columns,
+        and `send`, in words."""
+        raise NotImplementedError
+
+
+def json_type(value) -> str:
+    """The JSON name of a decoded value's type, for messages: 'a string', 'an object', ..."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", list: "a list", dict: "an object",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
 
 def class_folders(path: Path, known: list | None, kind: str) -> list[str]:
     """The class names of a folder of class sub-folders (text and image folders)."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from pathlib import Path
 
 import numpy as np
 
 from dlmine.config.schema import DatasetConfig
 from dlmine.data.arrays import ArraySource
-from dlmine.data.base import DataInfo, class_folders
+from dlmine.data.base import DataInfo, class_folders, json_type
 from dlmine.data.files import check_regular_file
 from dlmine.errors import DataError
 
@@ -34,6 +37,20 @@ class ImageSource(ArraySource):
         if not paths:
             raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return read_images(paths, self.cfg.image_size, self.cfg.color_mode)
+
+    def check_json(self, values: list, prep, field: str, warn=None) -> np.ndarray:
+        """One image file per sample, base64-encoded, resized as in training."""
+        names = [f"{field}[{i}]" for i in range(len(values))]
+        x = read_images(decode_base64(values, field), self.cfg.image_size, self.cfg.color_mode,
+                        names)
+        return self.check_input(x, prep, field, warn)
+
+    def input_schema(self, prep) -> dict:
+        height, width = self.cfg.image_size
+        return {"kind": "images", "image_size": [height, width], "color_mode": self.cfg.color_mode,
+                "sample_shape": list(prep.sample_shape),
+                "send": f"one image file ({', '.join(sorted(IMAGE_SUFFIXES))}) per sample, "
+                        f"base64-encoded; resized to {height}x{width} as in training"}
 
 
 def load_images(cfg: DatasetConfig) -> dict:
@@ -64,21 +81,39 @@ def _image_folder(path: Path, cfg: DatasetConfig, known: list | None):
     return read_images(files, cfg.image_size, cfg.color_mode), np.array(labels, dtype="int64"), names
 
 
-def read_images(paths: list[Path], size: list[int], color_mode: str) -> np.ndarray:
-    """Images resized to `size` ([height, width]) in `color_mode`, as float32 arrays 0..255."""
+def read_images(paths: list, size: list[int], color_mode: str, names: list | None = None) -> np.ndarray:
+    """Images (paths, or file objects named by `names`) resized to `size` ([height, width])
+    in `color_mode`, as float32 arrays 0..255."""
     from PIL import Image, UnidentifiedImageError
 
     height, width = size
     mode = "RGB" if color_mode == "rgb" else "L"
     images = []
-    for file in paths:
+    for i, file in enumerate(paths):
         try:
             with Image.open(file) as image:
                 array = np.asarray(image.convert(mode).resize((width, height)), dtype="float32")
         except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{file}: not a readable image ({exc})") from None
+            raise DataError(f"{file if names is None else names[i]}: not a readable image "
+                            f"({exc})") from None
         images.append(array.reshape(height, width, -1))
     return np.stack(images)
+
+
+def decode_base64(values: list, field: str) -> list[io.BytesIO]:
+    """Base64 strings (the bytes of image files) as file objects, or a `DataError` naming
+    the first that is not one."""
+    files = []
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise DataError(f"{field}[{i}]: expected an image file as a base64 string; received "
+                            f"{json_type(value)}")
+        try:
+            files.append(io.BytesIO(base64.b64decode(value, validate=True)))
+        except binascii.Error as exc:
+            raise DataError(f"{field}[{i}]: not base64 ({exc}); expected an image file as a "
+                            "base64 string") from None
+    return files
 
 
 def image_info(cfg: DatasetConfig) -> tuple[tuple, list[str]]:

@@ -143,6 +143,12 @@ class InteractionsSource(Source):
         raise UsageError("`predict` takes no input for an interactions run: use `dlmine "
                          "recommend RUN_DIR --user U` or `dlmine similar RUN_DIR --item I`")
 
+    def input_schema(self, prep) -> dict:
+        return {"kind": "interactions", "users": len(prep.vocabularies["users"]),
+                "items": len(prep.vocabularies["items"]),
+                "send": 'POST /recommend {"users": [user id, ...], "k": 10} or POST /similar '
+                        '{"item": item id, "k": 10}'}
+
 
 def read_events(cfg: DatasetConfig) -> Events:
     """The file's events, checked: columns present, ids of one type, numbers where numbers go.

@@ -14,7 +14,7 @@ import numpy as np
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data import tabular
-from dlmine.data.base import NEEDS_TWO, DataInfo, Source
+from dlmine.data.base import NEEDS_TWO, DataInfo, Source, json_type
 from dlmine.errors import DataError, UsageError
 
 
@@ -65,15 +65,47 @@ class TableSource(Source):
                              f".parquet file of its columns, received '{suffix or path.name}'")
         return tabular.read_table(path, "parquet" if suffix == ".parquet" else "csv")
 
-    def check_input(self, x, prep, source: str, warn=None):
+    def check_input(self, x, prep, source: str, warn=None, first_row: int = 2):
         """The run's feature columns, checked as in training (`tabular.check_values`): a
-        missing value is refused, or imputed and said so, as `dataset.missing` says."""
+        missing value is refused, or imputed and said so, as `dataset.missing` says; rows are
+        named from `first_row` (2: a CSV's first data line)."""
         kinds = prep.encoder.kinds
         lacking = [c for c in kinds if c not in x.columns]
         if lacking:
-            raise DataError(f"{source}: the input lacks column '{lacking[0]}'; this run was "
-                            f"trained on the columns {', '.join(kinds)}")
-        return tabular.check_values(x, source, kinds, self.cfg.missing, predict=True, warn=warn)
+            raise DataError(_lacks(source, lacking[0], kinds))
+        return tabular.check_values(x, source, kinds, self.cfg.missing, predict=True, warn=warn,
+                                    first_row=first_row)
+
+    def check_json(self, values: list, prep, field: str, warn=None):
+        """One object `{column: value}` per sample (other keys are ignored); its rows are named
+        by their index in `field`."""
+        import pandas as pd
+
+        kinds = prep.encoder.kinds
+        for i, row in enumerate(values):
+            if not isinstance(row, dict):
+                raise DataError(f"{field}[{i}]: expected an object of the columns "
+                                f"{', '.join(kinds)}; received {json_type(row)}")
+            lacking = [c for c in kinds if c not in row]
+            if lacking:
+                raise DataError(_lacks(f"{field}[{i}]", lacking[0], kinds))
+            for column in kinds:
+                if isinstance(row[column], (list, dict)):
+                    raise DataError(f"{field}[{i}]: column '{column}': expected a number, a "
+                                    f"string or null; received {json_type(row[column])}")
+        frame = pd.DataFrame.from_records([{c: row[c] for c in kinds} for row in values],
+                                          columns=list(kinds))
+        return self.check_input(frame, prep, field, warn, first_row=0)
+
+    def input_schema(self, prep) -> dict:
+        return {"kind": "table", "columns": dict(prep.encoder.kinds),
+                "send": "one object {column: value} per sample: a number for a numeric column, a "
+                        "string or a number for the others, null for a missing value"}
+
+
+def _lacks(source: str, column: str, kinds: dict) -> str:
+    return (f"{source}: the input lacks column '{column}'; this run was trained on the columns "
+            f"{', '.join(kinds)}")
 
 
 def row_hashes(frame) -> np.ndarray:

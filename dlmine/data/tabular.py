@@ -116,7 +116,8 @@ def feature_columns(frame, path: Path, target: str | None, columns: dict | None,
 
 
 def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bool = False,
-                 warn: Callable[[str], None] | None = None, key: str = "dataset.columns"):
+                 warn: Callable[[str], None] | None = None, key: str = "dataset.columns",
+                 first_row: int = 2):
     """Refuse non-numbers, infinities and values beyond float32 range in numeric columns and,
     unless `missing` says otherwise, missing values.
 
@@ -125,6 +126,8 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
         predict: the frame is `predict` input of a run trained with `missing`: missing values
             are refused (`error`, `drop`: no row is left out of the predictions) or imputed
             and said so by `warn` (`impute`).
+        first_row: the number the messages give the frame's first row (2: a CSV's first
+            data line; 0: the first sample of a JSON list).
 
     Returns:
         The frame, numeric columns as numbers; rows holding missing values dropped when
@@ -133,9 +136,9 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
     numeric = [c for c, k in kinds.items() if k == "numeric"]
     hint = "" if predict else (f"; mark it `categorical` in {key} if it holds "
                                "categories")
-    frame = _as_numbers(frame, path, numeric, hint)
+    frame = _as_numbers(frame, path, numeric, hint, first_row)
     for offset, block in _numeric_blocks(frame, numeric):
-        _check_range(block, path, numeric[offset:])
+        _check_range(block, path, numeric[offset:], first_row)
     columns = list(kinds)
     holes = frame[columns].isna()
     rows = holes.any(axis=1).to_numpy()
@@ -143,11 +146,11 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
         return frame[~rows].reset_index(drop=True) if rows.any() else frame
     row = int(np.argmax(rows))
     column = columns[int(np.argmax(holes.iloc[row].to_numpy()))]
-    where = f"{path}: column '{column}', row {row + 2}"
+    where = f"{path}: column '{column}', row {row + first_row}"
     if not predict and missing == "error":
         raise DataError(f"{path}: {int(rows.sum())} row(s) have missing values (first: row "
-                        f"{row + 2}, column '{column}'); set dataset.missing: impute (numeric: "
-                        "the training mean, categorical: its own category) or drop")
+                        f"{row + first_row}, column '{column}'); set dataset.missing: impute "
+                        "(numeric: the training mean, categorical: its own category) or drop")
     if predict and missing != "impute":
         raise DataError(f"{where}: the value is missing (this run was trained with "
                         f"dataset.missing: {missing})")
@@ -160,7 +163,7 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
     return frame
 
 
-def _as_numbers(frame, path, numeric: list[str], hint: str):
+def _as_numbers(frame, path, numeric: list[str], hint: str, first_row: int = 2):
     """The frame with its numeric columns of text (a word, an empty cell) read as numbers."""
     import pandas as pd
 
@@ -170,7 +173,7 @@ def _as_numbers(frame, path, numeric: list[str], hint: str):
         bad = numbers.isna() & frame[column].notna()
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"{path}: column '{column}', row {row + 2}: "
+            raise DataError(f"{path}: column '{column}', row {row + first_row}: "
                             f"{frame[column].iloc[row]!r} is not a number (the column is "
                             f"numeric{hint})")
         frame[column] = numbers
@@ -185,7 +188,7 @@ def _numeric_blocks(frame, numeric: list[str]):
         yield offset, frame[numeric[offset:offset + step]].to_numpy(dtype="float64")
 
 
-def _check_range(block: np.ndarray, path, names: list[str]) -> None:
+def _check_range(block: np.ndarray, path, names: list[str], first_row: int = 2) -> None:
     """Refuse an infinity or a number float32 cannot hold (missing values are NaN: checked
     elsewhere), naming the first in the file's order."""
     bad = np.abs(block) > FLOAT32_MAX
@@ -195,7 +198,7 @@ def _check_range(block: np.ndarray, path, names: list[str]) -> None:
     value = float(block[row, column])
     what = ("is not a finite number" if np.isinf(value)
             else "is beyond the range of 32-bit floats")
-    raise DataError(f"{path}: column '{names[column]}', row {row + 2}: {value!r} {what}")
+    raise DataError(f"{path}: column '{names[column]}', row {row + first_row}: {value!r} {what}")
 
 
 def check_targets(numbers, path, target: str) -> None:

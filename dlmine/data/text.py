@@ -18,7 +18,7 @@ import numpy as np
 
 from dlmine.config.loading import Sources, valid_list
 from dlmine.config.schema import Config, DatasetConfig
-from dlmine.data.base import DataInfo, Source, class_folders
+from dlmine.data.base import DataInfo, Source, class_folders, json_type
 from dlmine.data.files import check_regular_file
 from dlmine.errors import DataError
 
@@ -67,6 +67,17 @@ class TextSource(Source):
         if not texts:
             raise DataError(f"{path}: no texts (.txt files) to predict")
         return np.asarray(texts, dtype=object)
+
+    def check_json(self, values: list, prep, field: str, warn=None):
+        """One string per sample."""
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise DataError(f"{field}[{i}]: expected a text (a string); received "
+                                f"{json_type(value)}")
+        return self.check_input(np.asarray(values, dtype=object), prep, field, warn)
+
+    def input_schema(self, prep) -> dict:
+        return {"kind": "text", "send": "one string per sample"}
 
 
 def load_text(cfg: DatasetConfig) -> dict:
