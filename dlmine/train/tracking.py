@@ -346,12 +346,12 @@ def _ranges(numbers: list[int]) -> str:
 
 # --- one run directory ---------------------------------------------------------------------
 
-def start_run(target: Target | None, run: RunDir, rows: list[dict] | None,
-              warn: Callable[[str], None]) -> Tracker | None:
-    """Open (or, when `run.json` records one in the same store, continue) the MLflow run of a
-    run directory, and log its params, tags and the epochs it already has; None without a
-    target (given, or recorded in `run.json`)."""
-    info = run.read_json(RUN_JSON)
+def open_tracker(target: Target | None, folder: Path, info: dict, record: Callable[[dict], None],
+                 tags: dict, warn: Callable[[str], None]) -> Tracker | None:
+    """Open the MLflow run of a run (or study) directory and log its tags and the params of
+    its `config.yaml`; or continue the run that `info` (its `run.json` or `study.json`)
+    records under `mlflow`, when that is in the same store. None without a target, given or
+    recorded."""
     previous = info.get("mlflow") if isinstance(info.get("mlflow"), dict) else {}
     target = target or recorded_target(info)
     if target is None:
@@ -360,10 +360,19 @@ def start_run(target: Target | None, run: RunDir, rows: list[dict] | None,
     target = replace(target, tracking_uri=target.tracking_uri or recorded,
                      parent_run_id=target.parent_run_id or previous.get("parent_run_id"))
     run_id = previous.get("run_id") if recorded in (None, target.tracking_uri) else None
-    tracker = Tracker(target, run.path.name, lambda block: run.update_run(mlflow=block), warn,
-                      run_id=run_id)
-    tracker.open(run_tags(run, info, "running"), params_of(read_config_mapping(run / CONFIG) or {}))
-    tracker.log_epochs(rows or [])
+    tracker = Tracker(target, folder.name, record, warn, run_id=run_id)
+    tracker.open(tags, params_of(read_config_mapping(folder / CONFIG) or {}))
+    return tracker
+
+
+def start_run(target: Target | None, run: RunDir, rows: list[dict] | None,
+              warn: Callable[[str], None]) -> Tracker | None:
+    """`open_tracker` for a run directory, then log the epochs it already has (`rows`)."""
+    info = run.read_json(RUN_JSON)
+    tracker = open_tracker(target, run.path, info, lambda block: run.update_run(mlflow=block),
+                           run_tags(run, info, "running"), warn)
+    if tracker is not None:
+        tracker.log_epochs(rows or [])
     return tracker
 
 
