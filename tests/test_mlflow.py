@@ -143,6 +143,17 @@ def test_a_run_is_mirrored_into_a_sqlite_store(cli, tmp_path, tiny_npz, monkeypa
     run = assert_mirrors(client, tmp_path / "run", tmp_path)
     assert client.get_experiment(run.info.experiment_id).name == "tiny"  # the config's name
     assert json.loads((tmp_path / "run" / "run.json").read_text())["mlflow"]["tracking_uri"] == uri
+    assert "report" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    assert cli("report", tmp_path / "run").exit_code == 0  # report/ joins the run's artifacts
+    down = tmp_path / "report-artifacts"
+    down.mkdir()
+    client.download_artifacts(run.info.run_id, "report", str(down))
+    written = sorted(p.name for p in (tmp_path / "run" / "report").iterdir())
+    assert sorted(p.name for p in (down / "report").iterdir()) == written
+    assert "report.html" in written
+    for name in written:
+        assert (down / "report" / name).read_bytes() == (tmp_path / "run" / "report" / name).read_bytes()
 
 
 def test_an_interrupted_run_ends_killed_and_resume_continues_the_same_mlflow_run(

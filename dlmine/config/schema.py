@@ -322,9 +322,9 @@ class CheckpointConfig:
 @dataclass
 class MlflowConfig:
     tracking_uri: str | None = doc(
-        "Where MLflow keeps the runs: a tracking server (`http://127.0.0.1:5000`), a database "
-        "(`sqlite:///mlflow.db`) or a folder (`file:///path/mlruns`); `--mlflow URI` (or "
-        "`MLFLOW_TRACKING_URI`) overrides it. null: MLflow's own default.")
+        "Where MLflow keeps the runs: a tracking server (`http://127.0.0.1:5000`) or a "
+        "database (`sqlite:///mlflow.db`); `--mlflow URI` (or `MLFLOW_TRACKING_URI`) overrides "
+        "it. null: MLflow's own default.")
     experiment: str | None = doc(
         "The MLflow experiment the runs go to (created when missing); null: the config's "
         "`name`.")

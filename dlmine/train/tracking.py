@@ -400,3 +400,23 @@ def finish_run(tracker: Tracker | None, run: RunDir) -> None:
     metrics = {f"test_{mlflow_key(k)}": float(v) for k, v in (info.get("final_metrics") or {}).items()
                if isinstance(v, int | float) and math.isfinite(v)}
     tracker.finish(status, run.path, metrics=metrics)
+
+
+def log_report(run: RunDir, warn: Callable[[str], None]) -> None:
+    """Add `report/` (which `dlmine report` writes after training) to the MLflow run that
+    `run.json` records; nothing when it records none."""
+    info = run.read_json(RUN_JSON)
+    block = info.get("mlflow")
+    if not isinstance(block, dict) or not block.get("run_id"):
+        return
+    earlier = [item for item in block.get("not_logged") or [] if item != "artifact report"]
+
+    def record(new: dict) -> None:
+        run.update_run(mlflow={**new, "error": new["error"] or block.get("error"),
+                               "not_logged": earlier + new["not_logged"]})
+
+    tracker = Tracker(recorded_target(info), run.path.name, record, warn, run_id=block["run_id"])
+    tracker.experiment_id = block.get("experiment_id")
+    if tracker._try("artifact report", tracker._connect):
+        tracker._try("artifact report", tracker._log_artifact, run.path, "report")
+    tracker._save()
