@@ -188,6 +188,26 @@ def test_an_interrupted_run_ends_killed_and_resume_continues_the_same_mlflow_run
     assert len(client.search_runs([resumed.info.experiment_id])) == 1
 
 
+def test_folds_are_runs_nested_under_the_cross_validation(cli, tmp_path, tiny_npz, monkeypatch,
+                                                          sqlite_store):
+    uri, folder = sqlite_store
+    monkeypatch.chdir(folder)
+    cfg = write_config(tmp_path, TINY_CONFIG.replace("epochs: 2", "epochs: 1"))
+    result = cli("train", cfg, "--run-dir", tmp_path / "cv", "--folds", "2", "--mlflow", uri)
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    parent, info = the_run(client, tmp_path / "cv")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics == {f"test_{k}": pytest.approx(v, rel=1e-6)
+                                   for k, v in info["final_metrics"].items()}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "eval.json"}
+    folds = client.search_runs([parent.info.experiment_id],
+                               f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in folds) == ["fold-1", "fold-2"]
+    for fold in ("fold-1", "fold-2"):
+        assert_mirrors(client, tmp_path / "cv" / fold, tmp_path)
+
+
 def test_an_unreachable_server_warns_once_trains_and_says_what_was_not_logged(
         cli, tmp_path, tiny_npz):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -236,7 +256,9 @@ def test_a_misspelt_tracking_key_gets_a_suggestion(cli, tmp_path, tiny_npz):
 def test_a_run_on_a_tracking_server_and_a_failed_run(cli, server, tmp_path, tiny_npz):
     client = MlflowClient(server)
     cfg = tracked_config(tmp_path, server)
-    assert cli("train", cfg, "--run-dir", tmp_path / "run").exit_code == 0
+    result = cli("train", cfg, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{tmp_path / 'run'}\n"  # MLflow's links to the run: not there
     assert_mirrors(client, tmp_path / "run", tmp_path)
 
     diverging = write_config(tmp_path, TINY_CONFIG.replace(
@@ -266,6 +288,7 @@ def test_a_tune_study_is_a_run_with_one_nested_run_per_trial(cli, server, tmp_pa
     study = tmp_path / "study"
     result = cli("tune", cfg, "--study-dir", study, "--mlflow", server)
     assert result.exit_code == 0, result.output
+    assert result.stdout == f"{study}\n"
     client = MlflowClient(server)
     parent_id = json.loads((study / "study.json").read_text())["mlflow"]["run_id"]
     parent = client.get_run(parent_id)

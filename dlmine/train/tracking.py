@@ -42,8 +42,11 @@ RUN_ARTIFACTS = (CONFIG, HISTORY, EVAL_JSON, "report", f"{CHECKPOINTS}/best.kera
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 # MLflow retries an HTTP request 7 times over minutes by default; a tracking server that
 # went away would stall training that long. Two retries, 10 s each, unless the user says.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# And MLflow prints a link to each run it ends on stdout, where dlmine prints the run directory
+# alone.
+ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 PROBE_TIMEOUT_S = 3.0
 _BATCH = 100  # MLflow takes at most 100 params or tags per request
 
@@ -206,7 +209,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its database set-up chatter
-        for key, value in HTTP_DEFAULTS.items():
+        for key, value in ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
         _probe(self.target.tracking_uri)
         self.client = MlflowClient(tracking_uri=self.target.tracking_uri)
