@@ -157,7 +157,7 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
     if (state.get("callbacks", {}).get("early_stopping") or {}).get("stopped_epoch"):
         first_epoch = cfg.training.epochs  # early stopping had ended it: only finish the run
     session = Session(run, cfg, model, prep, splits, source, first_epoch, state, rows,
-                      tracking=track)
+                      track=track)
 
     def mark_resumed():
         config = {}

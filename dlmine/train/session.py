@@ -56,7 +56,7 @@ class Session:
     state: dict | None = None
     rows: list | None = None
     extra_callbacks: list | None = None
-    tracking: tracking.Target | None = None  # an MLflow run besides the run directory
+    track: tracking.Target | None = None  # an MLflow run besides the run directory
     tracker: tracking.Tracker | None = None
 
 
@@ -79,7 +79,7 @@ def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDi
     for name, content in prep.state_files().items():
         run.write(name, content)
     session = Session(run, cfg, prepared.model, prep, splits, prepared.source,
-                      extra_callbacks=extra_callbacks, tracking=track)
+                      extra_callbacks=extra_callbacks, track=track)
     return run_session(session, reporter, argv)
 
 
@@ -108,7 +108,7 @@ def run_session(session: Session, reporter: Reporter, argv: list[str], before=No
     with run.lock():
         if before is not None:
             before()
-        session.tracker = tracking.start_run(session.tracking, run, session.rows, reporter.warn)
+        session.tracker = tracking.start_run(session.track, run, session.rows, reporter.warn)
         try:
             report = _train_in(session, reporter, argv, started)
         except (Interrupted, TrainingError):

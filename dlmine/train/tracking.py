@@ -187,16 +187,17 @@ class Tracker:
                 self._save()
 
     def finish(self, status: str, folder: Path, artifacts=RUN_ARTIFACTS,
-               metrics: dict | None = None) -> None:
+               metrics: dict | None = None, metrics_are: str = "test metrics") -> None:
         """Log the final metrics and the artifacts that exist, the status tag, and end the run.
 
         Args:
             status: dlmine's status (`completed`, `failed`, `interrupted`).
             folder: the run (or study) directory the artifact paths are relative to.
-            metrics: final metrics (the test metrics as `test_<name>`).
+            metrics: final metrics (the test metrics as `test_<name>`), logged at step 0.
+            metrics_are: what to call them in `not_logged`.
         """
         if metrics:
-            self._try("test metrics", self._log_metrics, metrics, 0)
+            self._try(metrics_are, self._log_metrics, metrics, 0)
         for name in artifacts:
             if (folder / name).exists():
                 self._try(f"artifact {name}", self._log_artifact, folder, name)

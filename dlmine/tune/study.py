@@ -11,7 +11,8 @@ stopping, and evaluated) and `run.json` says `"tune": {"state": "pruned", ...}`.
 The study directory:
 
     config.yaml      the resolved config every trial starts from, `tune:` included
-    study.json       study name, storage, and the worker id of this directory's trials
+    study.json       study name, storage, the worker id of this directory's trials, and the
+                     study's MLflow run (`mlflow`) when it is tracked
     study.db         the Optuna study (SQLite), unless `--storage` names another database
     trial-NNNN/      one run directory per trial this directory ran
     best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`
@@ -163,7 +164,8 @@ def _finish_study_tracker(parent: tracking.Tracker | None, study: optuna.Study, 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         metrics[f"best_{tracking.mlflow_key(search.metric)}"] = float(study.best_value)
-    parent.finish(status, folder, artifacts=STUDY_ARTIFACTS, metrics=metrics)
+    parent.finish(status, folder, artifacts=STUDY_ARTIFACTS, metrics=metrics,
+                  metrics_are="the study's metrics")
 
 
 # --- the study ---------------------------------------------------------------------------------
