@@ -233,6 +233,23 @@ def test_an_unreachable_server_warns_once_trains_and_says_what_was_not_logged(
                        "artifact checkpoints/best.keras", "the status", "metrics of epochs 1-2"]}
 
 
+def test_a_study_on_an_unreachable_server_warns_once(cli, tmp_path, tiny_npz):
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = write_config(tmp_path, TINY_CONFIG.replace("epochs: 2", "epochs: 1") + TUNE)
+    study = tmp_path / "study"
+    result = cli("tune", cfg, "--study-dir", study, "--mlflow", uri, "--trials", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("Warning: MLflow: cannot log to") == 1
+    recorded = json.loads((study / "study.json").read_text())["mlflow"]
+    assert recorded["run_id"] is None
+    assert recorded["not_logged"] == ["the MLflow run", "params", "the study's metrics",
+                                      "artifact config.yaml", "artifact best.yaml",
+                                      "artifact history.png", "the status"]
+    trial = json.loads((study / "trial-0000" / "run.json").read_text())
+    assert trial["status"] == "completed" and trial["mlflow"]["run_id"] is None
+    assert trial["mlflow"]["error"] == recorded["error"]
+
+
 def test_without_mlflow_installed_the_message_says_how_to_install_it(
         cli, tmp_path, tiny_npz, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails as if absent

@@ -92,6 +92,7 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
     """
     run = RunDir.open(run_path)
     info = run.read_json(RUN_JSON)
+    track = track or tracking.recorded_target(info)  # without MLflow: fail before any change
     changes = _config_changes(run, info, loaded, force)
     if info.get("status") == "completed" and not changes:  # before the lock: may be read-only
         reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "

@@ -49,6 +49,9 @@ ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIM
                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 PROBE_TIMEOUT_S = 3.0
 _BATCH = 100  # MLflow takes at most 100 params or tags per request
+# Tracking URIs that failed in this process, and their error: the folds of a cross-validation
+# and the trials of a study neither warn again nor wait for the same server again.
+_FAILED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -290,12 +293,15 @@ class Tracker:
     def _try(self, what: str | None, call, *args) -> bool:
         """Run one MLflow call; after a failure (this one or an earlier), note `what` as not
         logged and return False. `what` None: the caller notes it."""
+        if self.error is None and self.target.tracking_uri in _FAILED:
+            self.error = _FAILED[self.target.tracking_uri]
         if self.error is None:
             try:
                 call(*args)
                 return True
             except Exception as exc:  # noqa: BLE001 - MLflow, HTTP and disk errors alike
                 self.error = f"{type(exc).__name__}: {_first_line(exc)}"
+                _FAILED[self.target.tracking_uri] = self.error
                 self.warn(f"MLflow: cannot log to {self._uri()}: {self.error}; training goes "
                           f"on without MLflow, and {RUN_JSON} (mlflow.not_logged) says what "
                           "was not logged")
@@ -371,7 +377,10 @@ def open_tracker(target: Target | None, folder: Path, info: dict, record: Callab
 
 def start_run(target: Target | None, run: RunDir, rows: list[dict] | None,
               warn: Callable[[str], None]) -> Tracker | None:
-    """`open_tracker` for a run directory, then log the epochs it already has (`rows`)."""
+    """`open_tracker` for a run directory, then log the epochs it already has (`rows`); None
+    without a target (`resume` passes the one `run.json` records)."""
+    if target is None:
+        return None
     info = run.read_json(RUN_JSON)
     tracker = open_tracker(target, run.path, info, lambda block: run.update_run(mlflow=block),
                            run_tags(run, info, "running"), warn)
@@ -399,7 +408,10 @@ def finish_run(tracker: Tracker | None, run: RunDir) -> None:
     """End a run directory's MLflow run with its status, test metrics and artifacts."""
     if tracker is None:
         return
-    info = run.read_json(RUN_JSON)
+    try:
+        info = run.read_json(RUN_JSON)
+    except DlmineError:  # in a `finally`: the error that is on its way says more
+        info = {}
     status = info.get("status") if info.get("status") in MLFLOW_STATUS else "failed"
     metrics = {f"test_{mlflow_key(k)}": float(v) for k, v in (info.get("final_metrics") or {}).items()
                if isinstance(v, int | float) and math.isfinite(v)}
