@@ -5,8 +5,8 @@ the flattened resolved config as params, every committed epoch of `history.csv` 
 (step = epoch), the test metrics, the final files as artifacts, and tags for dlmine's
 version, the data fingerprint and the run's status. The run directory stays the record:
 MLflow failing (a server that cannot be reached, a store that refuses a write) never stops
-training. The first failure is warned about once; from then on nothing more is sent, and
-`run.json`'s `mlflow.not_logged` says what is missing.
+training. The first failure is warned about once per tracking URI and process; from then on
+nothing more is sent there, and `run.json`'s `mlflow.not_logged` says what is missing.
 
 MLflow is an optional extra (`dlmine[mlflow]`), imported inside the functions that use it.
 """
