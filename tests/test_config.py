@@ -32,7 +32,8 @@ BOMB_MESSAGE = ("the YAML expands to more than 100000 nodes through anchors and 
                 "(a billion-laughs document?)")
 TRAINING_KEYS = ("epochs, batch_size, optimizer, loss, metrics, early_stopping, "
                  "reduce_lr_on_plateau, class_weight, checkpoint, shuffle, deterministic, "
-                 "jit_compile, mixed_precision, tensorboard, steps_per_execution, distribution")
+                 "jit_compile, mixed_precision, tensorboard, steps_per_execution, distribution, "
+                 "tracking")
 SET_SYNTAX = ("expected KEY=VALUE with a dotted key such as training.epochs=5 or "
               "model.layers[0].Dense.units=64")
 OUTPUT_5_UNITS = ("the model's output has shape (None, 5), but the data has 3 classes and the "

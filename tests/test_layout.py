@@ -15,7 +15,7 @@ PACKAGE = ROOT / "dlmine"
 # Libraries whose import takes seconds (or that are optional extras): imported inside the
 # functions that need them, so that `dlmine --help` and a config error answer at once.
 HEAVY = {"keras", "tensorflow", "jax", "optuna", "matplotlib", "onnx", "onnxruntime",
-         "tf2onnx", "pandas", "sklearn", "PIL", "scipy"}
+         "tf2onnx", "pandas", "sklearn", "PIL", "scipy", "mlflow"}
 
 
 def module_name(path: Path) -> str:

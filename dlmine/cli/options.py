@@ -13,6 +13,10 @@ CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), d
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
                       show_default=True, help="Where to train; gpu without a GPU is an error.")
 
+MLFLOW = click.option("--mlflow", "mlflow_uri", metavar="URI", envvar="MLFLOW_TRACKING_URI",
+                      help="Log to MLflow at this tracking URI (default: MLFLOW_TRACKING_URI; "
+                           "overrides training.tracking.mlflow.tracking_uri).")
+
 
 def debug() -> bool:
     """Whether `dlmine --debug` was given (tracebacks and the backend's start-up logs)."""

@@ -20,7 +20,8 @@ from dlmine.results.export import export_run
 from dlmine.results.predict import check_output, output_format, predict_file, render
 from dlmine.results.report import build_report
 from dlmine.results.runs import RUNS_HEADER, compare_runs, difference, list_runs, table_rows, value_text
-from dlmine.rundir import atomic_write
+from dlmine.rundir import RunDir, atomic_write
+from dlmine.train import tracking
 
 
 @click.command()
@@ -86,9 +87,13 @@ def predict(run_dir, input_path, output, checkpoint) -> None:
 @click.command()
 @click.argument("run_dir", type=RUN_DIR)
 def report(run_dir) -> None:
-    """Write RUN_DIR/report/: PNG plots and report.html, one self-contained page; print its path."""
+    """Write RUN_DIR/report/: PNG plots and report.html, one self-contained page; print its path.
 
-    page = build_report(run_dir, Reporter())
+    A run tracked in MLflow gets the folder as its `report/` artifact."""
+
+    reporter = Reporter()
+    page = build_report(run_dir, reporter)
+    tracking.log_report(RunDir(run_dir), reporter.warn)
     click.echo(str(page))
 
 

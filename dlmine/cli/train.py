@@ -10,10 +10,11 @@ import click
 from dlmine.backend import distributed
 from dlmine.backend.launch import launch_local
 from dlmine.backend.runtime import import_keras, select
-from dlmine.cli.options import DEVICE, SET_HELP, debug
+from dlmine.cli.options import DEVICE, MLFLOW, SET_HELP, debug
 from dlmine.console import Reporter
 from dlmine.model.checks import load_checked_config
 from dlmine.rundir import CONFIG, RunDir, refuse_existing
+from dlmine.train import tracking
 from dlmine.train.run import resume
 from dlmine.train.run import train as run_training
 
@@ -44,8 +45,9 @@ from dlmine.train.run import train as run_training
 @click.option("--peer-timeout", type=click.IntRange(min=1), default=120, show_default=True,
               envvar="DLMINE_PEER_TIMEOUT", help="Seconds to wait for every process to join, "
               "and for a silent one, before the job fails.")
+@MLFLOW
 def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device, folds,
-          quiet, processes, process_id, coordinator, peer_timeout) -> None:
+          quiet, processes, process_id, coordinator, peer_timeout, mlflow_uri) -> None:
     """Train CONFIG, evaluate it on the test split, print the run directory.
 
     With --resume RUN_DIR (and no CONFIG, or the same one), continue an interrupted run.
@@ -67,15 +69,17 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
         source = config if config is not None else RunDir.open(resume_dir) / CONFIG
         loaded = load_checked_config(source, overrides, seed=seed)
         run = resume(resume_dir, loaded, force=force, device=device, reporter=reporter,
-                     argv=sys.argv[1:])
+                     argv=sys.argv[1:], track=tracking.target(loaded.config, mlflow_uri))
     else:
         if run_dir is not None and cluster.leader:
             refuse_existing(run_dir)  # before the config's checks read any data
         with distributed.session(cluster) as private_run_dir:  # joins the other processes
             loaded = load_checked_config(config, overrides, seed=seed)
             distributed.check_job(cluster, loaded.config, folds)
+            track = tracking.target(loaded.config, mlflow_uri) if cluster.leader else None
             run = run_training(loaded, run_dir=private_run_dir or run_dir, runs_root=runs_root,
-                               device=device, reporter=reporter, argv=sys.argv[1:], folds=folds)
+                               device=device, reporter=reporter, argv=sys.argv[1:], folds=folds,
+                               track=track)
     if cluster.leader:
         click.echo(str(run.path))
 

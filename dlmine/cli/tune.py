@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from dlmine.backend.runtime import import_keras, select
-from dlmine.cli.options import DEVICE, debug
+from dlmine.cli.options import DEVICE, MLFLOW, debug
 from dlmine.console import Reporter
 from dlmine.errors import DlmineError
 
@@ -40,8 +40,9 @@ from dlmine.errors import DlmineError
               help="Override a config key for every trial (repeatable; VALUE is YAML).")
 @DEVICE
 @click.option("--quiet", is_flag=True, help="Print nothing but the study directory.")
+@MLFLOW
 def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, overrides, device,
-         quiet) -> None:
+         quiet, mlflow_uri) -> None:
     """Search the tune: space of CONFIG with Optuna, one run per trial; print the study directory.
 
     With --resume STUDY_DIR (and no CONFIG), continue an interrupted study.
@@ -59,7 +60,7 @@ def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, ove
         if exc.name != "optuna":
             raise
         raise DlmineError("dlmine tune needs Optuna: pip install 'dlmine[tune]'") from None
-    options = tuning.TuneOptions(trials, timeout, storage, device, sys.argv[1:])
+    options = tuning.TuneOptions(trials, timeout, storage, device, sys.argv[1:], mlflow_uri)
     reporter = Reporter(quiet=quiet)
     if resume_dir is not None:
         folder = tuning.resume(resume_dir, options, reporter)

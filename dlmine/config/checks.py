@@ -384,6 +384,8 @@ def resolve(cfg: Config, default_name: str) -> None:
             section.monitor = default_monitor
         if section is not None and getattr(section, "mode", None) == "auto":
             section.mode = monitor_mode(section.monitor)
+    if training.tracking.mlflow is not None and training.tracking.mlflow.experiment is None:
+        training.tracking.mlflow.experiment = cfg.name
     if cfg.tune is not None and cfg.tune.direction == "auto":
         cfg.tune.direction = "maximize" if monitor_mode(cfg.tune.metric) == "max" else "minimize"
 

@@ -320,6 +320,25 @@ class CheckpointConfig:
 
 
 @dataclass
+class MlflowConfig:
+    tracking_uri: str | None = doc(
+        "Where MLflow keeps the runs: a tracking server (`http://127.0.0.1:5000`) or a "
+        "database (`sqlite:///mlflow.db`); `--mlflow URI` (or `MLFLOW_TRACKING_URI`) overrides "
+        "it. null: MLflow's own default.")
+    experiment: str | None = doc(
+        "The MLflow experiment the runs go to (created when missing); null: the config's "
+        "`name`.")
+
+
+@dataclass
+class TrackingConfig:
+    mlflow: MlflowConfig | None = doc(
+        "Log each run to MLflow (needs `pip install 'dlmine[mlflow]'`): params, every epoch's "
+        "metrics, the test metrics, artifacts and tags; `{}` for the defaults below, null for "
+        "off (unless `--mlflow URI` or `MLFLOW_TRACKING_URI` is given).")
+
+
+@dataclass
 class TrainingConfig:
     epochs: int = doc("Number of passes over the training split.", 10, check=_positive)
     batch_size: int = doc("Samples per gradient step.", 32, check=_positive)
@@ -368,6 +387,8 @@ class TrainingConfig:
         "on its share of each batch (TensorFlow's `MirroredStrategy`; `batch_size` is the "
         "batch of all of them together); without a GPU, every CPU device "
         "(`DLMINE_CPU_DEVICES`). TensorFlow backend only.", "none")
+    tracking: TrackingConfig = doc(
+        "Experiment tracking besides the run directory.", factory=TrackingConfig)
 
 
 @dataclass

@@ -4,7 +4,7 @@
 non-finite loss and on Ctrl-C/SIGTERM; `AtomicCheckpoint` keeps
 `checkpoints/best.keras` and `checkpoints/last.keras`, each written atomically
 (Keras' own `ModelCheckpoint` writes in place, so a kill mid-write would leave a
-broken file).
+broken file); `TrackEpochs` sends each committed epoch to MLflow.
 """
 
 from __future__ import annotations
@@ -156,3 +156,20 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if self.best is None:
             return True
         return value < self.best if self.mode == "min" else value > self.best
+
+
+class TrackEpochs(keras.callbacks.Callback):
+    """Log each epoch that the recorder committed to `history.csv` to an MLflow run.
+
+    Args:
+        tracker: a `dlmine.train.tracking.Tracker` (it never raises).
+        recorder: the run's `RunRecorder`, whose last row is the epoch's.
+    """
+
+    def __init__(self, tracker, recorder: RunRecorder):
+        super().__init__()
+        self.tracker, self.recorder = tracker, recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.recorder.rows and self.recorder.rows[-1]["epoch"] == epoch + 1:
+            self.tracker.log_epochs(self.recorder.rows[-1:])

@@ -20,6 +20,7 @@ from dlmine.console import Reporter
 from dlmine.data import Source, Splits
 from dlmine.errors import DlmineError, Interrupted, UsageError
 from dlmine.rundir import CONFIG, EVAL_JSON, RUN_JSON, RunDir, now_iso
+from dlmine.train import tracking
 from dlmine.train.prepare import build_checked_model
 from dlmine.train.session import new_run
 
@@ -61,8 +62,10 @@ def fold_splits(source: Source, splits: Splits, folds: int, seed: int,
 
 
 def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDir, folds: int,
-                device_used: str, reporter: Reporter, argv: list[str]) -> RunDir:
-    """Train one run per fold under `run` and write the aggregated `eval.json`."""
+                device_used: str, reporter: Reporter, argv: list[str],
+                track: tracking.Target | None = None) -> RunDir:
+    """Train one run per fold under `run` and write the aggregated `eval.json`; with
+    `track`, an MLflow run for `run` with one nested run per fold."""
     cfg = loaded.config
     parts = fold_splits(source, splits, folds, cfg.seed, cfg.dataset.task)
     with run.removed_on_failure():  # a full disk here leaves no half-made run directory
@@ -71,14 +74,26 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
                                   "started": now_iso(), "ended": None, "command": argv,
                                   "device": device_used, "seed": cfg.seed,
                                   "data_fingerprint": splits.fingerprint, "final_metrics": None})
-    reports = []
+    parent = tracking.start_run(track, run, None, reporter.warn)
+    try:
+        _train_each(loaded, parts, run, device_used, reporter, argv, tracking.nested(track, parent))
+    finally:  # the status run.json now holds
+        tracking.finish_run(parent, run)
+    return run
+
+
+def _train_each(loaded: LoadedConfig, parts: list[Splits], run: RunDir, device_used: str,
+                reporter: Reporter, argv: list[str], track: tracking.Target | None) -> None:
+    """Train the folds, then write the parent's `eval.json` and mark it `completed`."""
+    cfg, folds, reports = loaded.config, len(parts), []
     for k, part in enumerate(parts, start=1):
         reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
                       "validation samples")
         with _parent_marked(run, k, folds):
             prepared = build_checked_model(loaded, part.info.num_classes, part)
             fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
-            reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv))
+            reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv,
+                                   track=track))
     summary = summarize([r["metrics"] for r in reports])
     run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
                                "metrics": summary["mean"], "std": summary["std"],
@@ -86,7 +101,6 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
     run.update_run(status="completed", ended=now_iso(), final_metrics=summary["mean"],
                    final_metrics_std=summary["std"])
     reporter.metrics_table(f"test metrics, mean of {folds} folds", summary["mean"])
-    return run
 
 
 @contextmanager

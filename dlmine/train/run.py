@@ -31,6 +31,7 @@ from dlmine.rundir import (
     read_history,
     refuse_existing,
 )
+from dlmine.train import tracking
 from dlmine.train.folds import check_folds, train_folds
 from dlmine.train.prepare import build_checked_model
 from dlmine.train.session import Session, new_run, run_session
@@ -38,7 +39,7 @@ from dlmine.train.session import Session, new_run, run_session
 
 def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device: str,
           reporter: Reporter, argv: list[str], folds: int | None = None,
-          extra_callbacks: list | None = None) -> RunDir:
+          extra_callbacks: list | None = None, track: tracking.Target | None = None) -> RunDir:
     """Train a config into a new run directory and evaluate it on the test split.
 
     Args:
@@ -46,6 +47,8 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
             on its fold, and the mean and standard deviation of their test metrics.
         extra_callbacks: Keras callbacks added after dlmine's own (`dlmine tune` prunes with
             one); they see each complete epoch's logs.
+        track: an MLflow run to log to (`dlmine.train.tracking.target`); with `folds`, one
+            per fold, nested under one for the cross-validation.
 
     Returns:
         The run directory, `completed`.
@@ -66,13 +69,13 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
     run = RunDir.create(run_dir, runs_root, cfg.name)
     if folds:
         return train_folds(loaded, prepared.source, splits, run, folds, device_used, reporter,
-                           argv)
-    new_run(loaded, prepared, splits, run, device_used, reporter, argv, extra_callbacks)
+                           argv, track)
+    new_run(loaded, prepared, splits, run, device_used, reporter, argv, extra_callbacks, track)
     return run
 
 
 def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
-           reporter: Reporter, argv: list[str]) -> RunDir:
+           reporter: Reporter, argv: list[str], track: tracking.Target | None = None) -> RunDir:
     """Continue an interrupted or failed run from its last committed epoch.
 
     Args:
@@ -80,6 +83,8 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         loaded: the config to continue with: the run's own `config.yaml` (with any
             `--set`), or a CONFIG file given on the command line.
         force: accept a config that differs from the run's.
+        track: where to track; a run that `run.json` says was tracked continues its own
+            MLflow run without it.
 
     Raises:
         UsageError: the config changed (without `force`).
@@ -87,6 +92,7 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
     """
     run = RunDir.open(run_path)
     info = run.read_json(RUN_JSON)
+    track = track or tracking.recorded_target(info)  # without MLflow: fail before any change
     changes = _config_changes(run, info, loaded, force)
     if info.get("status") == "completed" and not changes:  # before the lock: may be read-only
         reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
@@ -95,7 +101,7 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
     with run.lock():  # before reading any state: a live trainer may be writing it
         _remove_stale_temporaries(run)
         return _resume_locked(run, loaded, changes, force=force, device=device,
-                              reporter=reporter, argv=argv)
+                              reporter=reporter, argv=argv, track=track)
 
 
 def _config_changes(run: RunDir, info: dict, loaded: LoadedConfig, force: bool) -> list[str]:
@@ -129,7 +135,8 @@ def _remove_stale_temporaries(run: RunDir) -> None:
 
 
 def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, force: bool,
-                   device: str, reporter: Reporter, argv: list[str]) -> RunDir:
+                   device: str, reporter: Reporter, argv: list[str],
+                   track: tracking.Target | None) -> RunDir:
     """`resume`, with the run directory's lock held."""
     from dlmine.train.state import load_state, restore_seed_states  # import Keras
 
@@ -150,7 +157,8 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
     first_epoch = state["epoch"]
     if (state.get("callbacks", {}).get("early_stopping") or {}).get("stopped_epoch"):
         first_epoch = cfg.training.epochs  # early stopping had ended it: only finish the run
-    session = Session(run, cfg, model, prep, splits, source, first_epoch, state, rows)
+    session = Session(run, cfg, model, prep, splits, source, first_epoch, state, rows,
+                      track=track)
 
     def mark_resumed():
         config = {}

@@ -38,6 +38,7 @@ from dlmine.rundir import (
     atomic_save_model,
     now_iso,
 )
+from dlmine.train import tracking
 from dlmine.train.prepare import Prepared, build_checked_model, model_summary
 
 
@@ -55,11 +56,13 @@ class Session:
     state: dict | None = None
     rows: list | None = None
     extra_callbacks: list | None = None
+    track: tracking.Target | None = None  # an MLflow run besides the run directory
+    tracker: tracking.Tracker | None = None
 
 
 def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDir,
             device_used: str, reporter: Reporter, argv: list[str],
-            extra_callbacks: list | None = None) -> dict:
+            extra_callbacks: list | None = None, track: tracking.Target | None = None) -> dict:
     """Fit the preprocessing, write the run's first files, train and evaluate; the report."""
     cfg = loaded.config
     if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
@@ -76,7 +79,7 @@ def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDi
     for name, content in prep.state_files().items():
         run.write(name, content)
     session = Session(run, cfg, prepared.model, prep, splits, prepared.source,
-                      extra_callbacks=extra_callbacks)
+                      extra_callbacks=extra_callbacks, track=track)
     return run_session(session, reporter, argv)
 
 
@@ -105,6 +108,7 @@ def run_session(session: Session, reporter: Reporter, argv: list[str], before=No
     with run.lock():
         if before is not None:
             before()
+        session.tracker = tracking.start_run(session.track, run, session.rows, reporter.warn)
         try:
             report = _train_in(session, reporter, argv, started)
         except (Interrupted, TrainingError):
@@ -117,6 +121,8 @@ def run_session(session: Session, reporter: Reporter, argv: list[str], before=No
         except BaseException as exc:
             fail_run(run, exc)
             raise
+        finally:  # the status run.json now holds: completed, interrupted or failed
+            tracking.finish_run(session.tracker, run)
     reporter.metrics_table("test metrics (best checkpoint)", report["metrics"])
     return report
 
@@ -175,7 +181,7 @@ class _Outcome:
 
 
 def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
-    from dlmine.train.callbacks import AtomicCheckpoint, RunRecorder  # import Keras
+    from dlmine.train.callbacks import AtomicCheckpoint, RunRecorder, TrackEpochs  # import Keras
     from dlmine.train.state import StateWriter
 
     cfg, prep, splits, run = session.cfg, session.prep, session.splits, session.run
@@ -197,7 +203,9 @@ def _fit(session: Session, reporter: Reporter, log) -> _Outcome:
     # The recorder logs the learning rate the epoch used, before reduce-LR changes it; the
     # checkpoint comes after early stopping and reduce-LR, so last.keras holds their changes,
     # and the state is written last, as the commit marker.
-    callbacks = [batches.callback(), recorder, *stateful.values(), checkpoint, writer,
+    # MLflow gets an epoch once it is committed (after the state writer).
+    tracked = [TrackEpochs(session.tracker, recorder)] if session.tracker is not None else []
+    callbacks = [batches.callback(), recorder, *stateful.values(), checkpoint, writer, *tracked,
                  *(session.extra_callbacks or [])]
     if t.tensorboard:
         import keras

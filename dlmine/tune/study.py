@@ -11,7 +11,8 @@ stopping, and evaluated) and `run.json` says `"tune": {"state": "pruned", ...}`.
 The study directory:
 
     config.yaml      the resolved config every trial starts from, `tune:` included
-    study.json       study name, storage, and the worker id of this directory's trials
+    study.json       study name, storage, the worker id of this directory's trials, and the
+                     study's MLflow run (`mlflow`) when it is tracked
     study.db         the Optuna study (SQLite), unless `--storage` names another database
     trial-NNNN/      one run directory per trial this directory ran
     best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`
@@ -34,6 +35,7 @@ import keras
 import optuna
 from optuna.trial import TrialState
 
+from dlmine import __version__
 from dlmine.backend import devices
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.config.checks import monitor_mode
@@ -42,11 +44,13 @@ from dlmine.console import Reporter
 from dlmine.errors import ConfigError, DlmineError, Interrupted, TrainingError, UsageError
 from dlmine.model.checks import load_checked_config
 from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, fresh_folder, now_iso
+from dlmine.train import tracking
 from dlmine.train.run import train
-from dlmine.tune.report import say, shown, summarize
+from dlmine.tune.report import BEST_YAML, HISTORY_PNG, IMPORTANCES_PNG, say, shown, summarize
 from dlmine.tune.space import Distribution, check_space, override
 
 STUDY_JSON = "study.json"
+STUDY_ARTIFACTS = (CONFIG, BEST_YAML, HISTORY_PNG, IMPORTANCES_PNG)
 STUDY_DB = "study.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -60,6 +64,7 @@ class TuneOptions:
     storage: str | None = None
     device: str = "auto"
     argv: list[str] = field(default_factory=list)
+    mlflow: str | None = None  # --mlflow URI
 
 
 def start(config_path: Path, overrides, study_dir: Path | None, runs_root: Path,
@@ -81,6 +86,7 @@ def start(config_path: Path, overrides, study_dir: Path | None, runs_root: Path,
     """
     loaded = load_checked_config(config_path, overrides)
     check_space(loaded)
+    tracking.target(loaded.config, options.mlflow)  # without MLflow: fail before the folder exists
     storage = _recorded_url(options.storage) if options.storage else None
     folder = _create_study_dir(study_dir, runs_root, loaded.config.name)
     atomic_write(folder / CONFIG, to_yaml(loaded.config))
@@ -115,12 +121,51 @@ def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool)
     with RunDir(folder).lock():
         study = _open_study(info, folder, options.storage, search, wanted)
         todo = wanted - len(study.get_trials(deepcopy=False, states=FINISHED)) if resuming else wanted
-        if resuming:
-            _fail_stale_trials(study, info["worker"], reporter)
-            reporter.info(f"resuming {folder}: {max(todo, 0)} trial(s) to run")
-        search.optimize(study, todo, options.timeout or tune.timeout)
-        summarize(study, folder, search.metric, reporter)
+        track = tracking.target(loaded.config, options.mlflow)
+        parent = _study_tracker(folder, info, track, reporter)
+        search.track = tracking.nested(track or tracking.recorded_target(info), parent)
+        status = "failed"
+        try:
+            if resuming:
+                _fail_stale_trials(study, info["worker"], reporter)
+                reporter.info(f"resuming {folder}: {max(todo, 0)} trial(s) to run")
+            search.optimize(study, todo, options.timeout or tune.timeout)
+            summarize(study, folder, search.metric, reporter)
+            status = "completed"
+        except (Interrupted, KeyboardInterrupt):
+            status = "interrupted"
+            raise
+        finally:
+            _finish_study_tracker(parent, study, folder, search, status)
     return folder
+
+
+def _study_tracker(folder: Path, info: dict, track: tracking.Target | None,
+                   reporter: Reporter) -> tracking.Tracker | None:
+    """The study's own MLflow run (its trials' runs are nested under it), recorded in
+    `study.json`; None when the study is not tracked."""
+    def record(block: dict) -> None:
+        current = RunDir(folder).read_json(STUDY_JSON)
+        atomic_write(folder / STUDY_JSON, json.dumps({**current, "mlflow": block}, indent=2) + "\n")
+
+    tags = {"dlmine.version": __version__, "dlmine.status": "running",
+            "dlmine.study_dir": str(folder.resolve())}
+    return tracking.open_tracker(track, folder, info, record, tags, reporter.warn)
+
+
+def _finish_study_tracker(parent: tracking.Tracker | None, study: optuna.Study, folder: Path,
+                          search: Search, status: str) -> None:
+    """End the study's MLflow run: the best value, the trial counts, best.yaml and the plots."""
+    if parent is None:
+        return
+    trials = study.get_trials(deepcopy=False)
+    metrics = {f"trials_{state.name.lower()}": float(sum(t.state == state for t in trials))
+               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        metrics[f"best_{tracking.mlflow_key(search.metric)}"] = float(study.best_value)
+    parent.finish(status, folder, artifacts=STUDY_ARTIFACTS, metrics=metrics,
+                  metrics_are="the study's metrics")
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -244,6 +289,7 @@ class Search:
     options: TuneOptions
     reporter: Reporter
     worker: str
+    track: tracking.Target | None = None  # each trial an MLflow run, nested in the study's
 
     @property
     def metric(self) -> str:
@@ -287,7 +333,7 @@ class Search:
             train(loaded, run_dir=run_dir, runs_root=self.folder, device=self.options.device,
                   reporter=TrialReporter(trial.number, self.reporter.quiet),
                   argv=_masked(self.options.argv, self.options.storage),
-                  extra_callbacks=[pruning])
+                  extra_callbacks=[pruning], track=self.track)
         except (ConfigError, TrainingError) as exc:  # these values do not work; the study goes on
             self.reporter.warn(f"trial {trial.number} failed: {exc}")
             trial.set_user_attr("error", str(exc))
