@@ -1,0 +1,111 @@
+"""Several `dlmine tune` workers on one study in a real PostgreSQL server: a worker killed
+mid-trial is failed by the others after its heartbeat stops, no trial is counted twice or
+lost, one worker writes best.yaml, and a second wave continues the study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dlmine.config import load_config
+from tests.conftest import ROOT, TINY_CONFIG, write_config
+from tests.postgres_server import throwaway_server
+
+CONFIG = TINY_CONFIG + """\
+tune:
+  metric: val_loss
+  trials: 4
+  pruner: none
+  space:
+    model.layers[1].Dense.units: {choice: [4, 8]}
+    training.optimizer.learning_rate: {loguniform: [1.0e-3, 1.0e-1]}
+"""
+HEARTBEAT_S = 4
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of its own (not skipped when missing: `make postgres` installs it)."""
+    with throwaway_server() as url:
+        yield url
+
+
+def _tune(*args, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "dlmine", "tune", *map(str, args)], cwd=cwd,
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_three_workers_one_killed_mid_trial_then_a_second_wave(tmp_path, tiny_npz, postgres):
+    cfg = write_config(tmp_path, CONFIG)
+    shared = ("--storage", postgres, "--heartbeat-timeout", HEARTBEAT_S)
+    # a's trials train 300 epochs: it is surely killed during its first one
+    doomed = _tune(cfg, "--study-dir", "a", "--set", "training.epochs=300", *shared, cwd=tmp_path)
+    others = [_tune(cfg, "--study-dir", name, *shared, cwd=tmp_path) for name in ("b", "c")]
+    for line in doomed.stderr:
+        if ": epoch 1/300" in line:
+            break
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    [killed] = list((tmp_path / "a").glob("trial-*"))
+    assert _run_json(killed)["status"] == "running"  # it died in the middle of the trial
+    ends = [proc.communicate(timeout=300) for proc in others]
+    for proc, (_, err) in zip(others, ends, strict=True):
+        assert proc.returncode == 0, err
+
+    study = optuna.load_study(study_name="tiny", storage=postgres)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4  # tune.trials: the study's, every worker's together
+    number = int(killed.name.split("-")[1])
+    assert study.trials[number].state == TrialState.FAIL
+    assert all(t.user_attrs.get("surplus") for t in study.trials
+               if t.state == TrialState.FAIL and t.number != number)
+    # each complete trial is one completed run, in the directory of the worker that ran it
+    runs = sorted(p.name for p in tmp_path.glob("[bc]/trial-*"))
+    assert runs == sorted(f"trial-{t.number:04d}" for t in complete)
+    for trial in complete:
+        run = Path(trial.user_attrs["run_dir"])
+        assert _run_json(run)["status"] == "completed"
+        assert _run_json(run)["tune"] == {"trial": trial.number, "state": "complete",
+                                          "value": pytest.approx(trial.value),
+                                          "metric": "val_loss", "pruned_after_epoch": None}
+    # the dead worker's run, failed by a living one once its heartbeat stopped
+    dead = _run_json(killed)
+    assert dead["status"] == "interrupted" and dead["tune"] == {"trial": number, "state": "fail"}
+    notices = "".join(err for _, err in ends)
+    assert notices.count(f"Warning: trial {number} failed: its worker sent no heartbeat for "
+                         f"{HEARTBEAT_S} s\n") == 1
+    # best.yaml once, by the worker whose trial finished the study
+    finisher = [name for name in "bc" if (tmp_path / name / "best.yaml").is_file()]
+    assert len(finisher) == 1
+    assert load_config(tmp_path / finisher[0] / "best.yaml").config.tune is None
+    other = "c" if finisher == ["b"] else "b"
+    assert (f"the study is finished; best.yaml is in {tmp_path / finisher[0]}, written by the "
+            "worker that finished it\n") in ends["bc".index(other)][1]
+
+    # a second wave, to 5 trials: a new worker and the dead worker's directory resumed
+    wave = [_tune(cfg, "--study-dir", "d", "--trials", 5, *shared, cwd=tmp_path),
+            _tune("--resume", "a", "--trials", 5, *shared, cwd=tmp_path)]
+    ends = [proc.communicate(timeout=300) for proc in wave]
+    for proc, (_, err) in zip(wave, ends, strict=True):
+        assert proc.returncode == 0, err
+    assert [out for out, _ in ends] == ["d\n", "a\n"]
+    assert "resuming a: " in ends[1][1]  # 1 trial to run, or 0 if d was quicker
+    study = optuna.load_study(study_name="tiny", storage=postgres)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 5
+    [fifth] = [p for p in tmp_path.glob("[ad]/trial-*") if p != killed]
+    assert _run_json(fifth)["status"] == "completed"
+    assert (fifth.parent / "best.yaml").is_file()  # its worker finished the study
+    assert not ({tmp_path / "a", tmp_path / "d"} - {fifth.parent}).pop().joinpath("best.yaml").exists()
