@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from dlmine.backend import scheduler
+from dlmine.backend.distributed import Cluster
 from dlmine.errors import UsageError
 from tests.conftest import write_config, write_tiny_npz
 from tests.test_distributed import CONFIG, TOLERANCE, _history, _weights
@@ -127,7 +128,7 @@ def test_a_killed_job_restarted_with_the_same_command_ends_as_the_uninterrupted_
                                    abs=TOLERANCE)
 
 
-def test_auto_without_a_scheduler_names_what_is_missing(cli, tmp_path, tiny_npz, monkeypatch):
+def test_auto_reads_slurm_and_names_what_is_missing(cli, tmp_path, tiny_npz, monkeypatch):
     for name in [v for needs in scheduler.NEEDS.values() for v in needs]:
         monkeypatch.delenv(name, raising=False)
     cfg = write_config(tmp_path, CONFIG)
@@ -149,7 +150,36 @@ def test_auto_without_a_scheduler_names_what_is_missing(cli, tmp_path, tiny_npz,
                         "SLURM_LOCALID": "1"}.items():
         monkeypatch.setenv(name, value)
     assert scheduler.detect() == scheduler.Job("SLURM", 2, 3, 1, f"node007:{PORT_BASE + 42}")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    job = scheduler.cluster_for("auto", 0, None, 120, "auto")
+    assert job == Cluster(2, 1, f"node007:{PORT_BASE + 42}", 120, local_device=1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")  # srun --gpus-per-task=1: its own GPU
+    assert scheduler.cluster_for("auto", 0, None, 120, "auto").local_device is None
+    assert scheduler.cluster_for("auto", 0, "h:1", 120, "cpu") == Cluster(2, 1, "h:1", 120)
     result = cli("train", cfg, "--processes", "two")
     assert result.exit_code == 2
     assert "Invalid value for '--processes': expected an integer >= 1 or 'auto', received 'two'" \
         in result.stderr
+
+
+def test_launch_gives_each_process_a_gpu_of_its_own(monkeypatch):
+    from dlmine.backend import launch
+
+    started = []
+    monkeypatch.setattr(launch, "supervise", lambda commands, envs: started.append(envs) or (0, ""))
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert launch.gpu_count() == 3
+    launch.launch_local(2, ["cfg.yaml"])
+    assert [env["JAX_LOCAL_DEVICE_IDS"] for env in started[-1]] == ["0", "1"]
+    launch.launch_local(2, ["cfg.yaml", "--device", "cpu"])
+    assert all("JAX_LOCAL_DEVICE_IDS" not in env for env in started[-1])
+    with pytest.raises(UsageError, match=r"^launch --local 4 gives each process a GPU of its own, "
+                       r"but this machine has 3; use --local 3, or train on the CPU with "
+                       r"--device cpu$"):
+        launch.launch_local(4, ["cfg.yaml"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert launch.gpu_count() == 0
+    launch.launch_local(4, ["cfg.yaml"])  # no GPU: every process on the CPU
+    assert all("JAX_LOCAL_DEVICE_IDS" not in env for env in started[-1])
