@@ -109,3 +109,14 @@ def test_three_workers_one_killed_mid_trial_then_a_second_wave(tmp_path, tiny_np
     assert _run_json(fifth)["status"] == "completed"
     assert (fifth.parent / "best.yaml").is_file()  # its worker finished the study
     assert not ({tmp_path / "a", tmp_path / "d"} - {fifth.parent}).pop().joinpath("best.yaml").exists()
+
+
+def test_a_storage_without_its_driver_says_what_to_install():
+    from dlmine.errors import DlmineError
+    from dlmine.tune.storage import open_storage
+
+    with pytest.raises(DlmineError) as caught:
+        open_storage("mysql+pymysql://dlmine:secret@127.0.0.1/studies", HEARTBEAT_S, None)
+    assert str(caught.value) == (
+        "--storage mysql+pymysql://dlmine:***@127.0.0.1/studies needs the mysql driver 'pymysql', "
+        "which is not installed: install the Python package of SQLAlchemy's 'pymysql' driver")
