@@ -7,7 +7,7 @@ sharing a second study of `N` trials. Reports the wall seconds from the first st
 last exit (process start-up included), the trials per hour that makes, and the mean
 seconds of one trial, and regenerates the tune-workers section of `docs/benchmarks.md`.
 
-    .venv/bin/python benchmarks/tune_workers.py            # ~3 min on 2 cores
+    .venv/bin/python benchmarks/tune_workers.py            # ~2 min on 2 cores
     .venv/bin/python benchmarks/tune_workers.py --no-write
 """
 
@@ -75,11 +75,13 @@ def section(rows: list[dict], trials: int, epochs: int) -> str:
     lines += [
         "",
         f"Three workers: {three['per_hour'] / one['per_hour']:.2f}x the trials per hour of one. "
-        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), shared "
-        f"with other jobs while it ran (run under `nice`), Python {platform.python_version()}, "
-        f"{datetime.date.today()}. On 2 cores three workers mostly share the same two cores, so "
-        "each trial takes longer; the point of the test suite's three-worker study is that it is "
-        "correct, and the speed-up comes with cores or hosts to spare.",
+        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), which "
+        "other people's jobs may have used meanwhile (it ran under `nice -n 10`), Python "
+        f"{platform.python_version()}, {datetime.date.today()}. Three TensorFlow processes on "
+        "2 cores oversubscribe them (each has its own thread pools), so each trial takes several "
+        "times longer and the three start-ups overlap: expect no gain on such a machine; the "
+        "point of the test suite's three-worker study is that it is correct, and the speed-up "
+        "comes with a core (or a host) per worker.",
         END,
     ]
     return "\n".join(lines)
