@@ -42,7 +42,8 @@ def launch(processes, train_args) -> None:
 
     Runs `dlmine train CONFIG [TRAIN OPTIONS]` N times, joined through DLMINE_PROCESSES,
     DLMINE_PROCESS_ID and DLMINE_COORDINATOR; shows process 0's output and prints its run
-    directory; stops every process when one fails and exits with the worst exit code.
+    directory; stops every process when one fails and exits with the worst exit code. On a
+    machine with GPUs, each process gets its own (process i the i-th).
     """
     code, printed = launch_local(processes, list(train_args), debug=debug())
     click.echo(printed, nl=False)
