@@ -7,7 +7,7 @@ DLMINE_DATA_DIR ?= $(abspath ../shared/data)
 TEST_WORKERS ?= 2
 export DLMINE_DATA_DIR
 
-.PHONY: demo test chromium lint docs bench movielens bench-recommend gpu-wheels constraints clean
+.PHONY: demo test chromium postgres lint docs bench movielens bench-recommend gpu-wheels constraints clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "make test needs Debian's chromium (apt-get install chromium)"; exit 1; }
 
-test: $(VENV)/.installed-test chromium
+# The shared-study tests start a throwaway PostgreSQL server (Debian's package: initdb, pg_ctl).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| { echo "make test needs Debian's postgresql (apt-get install postgresql)"; exit 1; }
+
+test: $(VENV)/.installed-test chromium postgres
 	$(BIN)/ruff check dlmine tests benchmarks
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

@@ -54,6 +54,8 @@ class Cluster:
         process_id: this process, 0..processes-1; process 0 writes the run directory.
         coordinator: `HOST:PORT` where process 0 listens for the others.
         peer_timeout: seconds to wait for every process to join, and for a silent one.
+        local_device: the accelerator of its host this process takes (JAX's
+            `local_device_ids`); None: those of `JAX_LOCAL_DEVICE_IDS`, else every one.
 
     Raises:
         UsageError: the options do not describe a job.
@@ -63,6 +65,7 @@ class Cluster:
     process_id: int = 0
     coordinator: str | None = None
     peer_timeout: int = 120
+    local_device: int | None = None
 
     def __post_init__(self):
         if self.processes == 1:
@@ -119,13 +122,15 @@ def _collective_failed(exc: BaseException) -> bool:
 
 
 @contextmanager
-def session(cluster: Cluster) -> Iterator[Path | None]:
+def session(cluster: Cluster, resuming: Path | None = None) -> Iterator[Path | None]:
     """Join the job, then train in it; yields where this process must write its run.
 
     Yields None for process 0 (and a single process): its run directory is the one asked
     for. Any other process gets a run directory in a private temporary folder, removed on
-    the way out. A failure makes the process exit without waiting for its peers, its
-    message first printed by the CLI; a peer's failure becomes a `PeerFailed`.
+    the way out: when `resuming` a run, a copy of that run directory (which must be on a
+    file system every process sees), made before process 0 changes anything in it. A
+    failure makes the process exit without waiting for its peers, its message first
+    printed by the CLI; a peer's failure becomes a `PeerFailed`.
     """
     global _failed_exit_code
     if not cluster.multi:
@@ -137,6 +142,8 @@ def session(cluster: Cluster) -> Iterator[Path | None]:
             _join(cluster)  # first: a process that cannot join ends inside, at once
             if not cluster.leader:
                 scratch = Path(tempfile.mkdtemp(prefix="dlmine-process-"))
+            if resuming is not None:
+                _copy_for_resume(cluster, Path(resuming), scratch)
             yield None if scratch is None else scratch / "run"
     except BaseException as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # ending anyway: let it clean up
@@ -153,6 +160,19 @@ def session(cluster: Cluster) -> Iterator[Path | None]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _copy_for_resume(cluster: Cluster, run_dir: Path, scratch: Path | None) -> None:
+    """Every process but 0 copies the run to resume; then all wait until every copy is made."""
+    from jax.experimental import multihost_utils
+
+    if scratch is not None:
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"{cluster} cannot see the run to resume, {run_dir}; with several "
+                             "processes, --resume needs a run directory on a file system "
+                             "that every host shares")
+        shutil.copytree(run_dir, scratch / "run", ignore=shutil.ignore_patterns(".lock*"))
+    multihost_utils.sync_global_devices("dlmine: the run to resume is copied")
+
+
 def _join(cluster: Cluster) -> None:
     """Connect to the other processes and make Keras distribute over all their devices."""
     global _active, _distribution
@@ -166,7 +186,11 @@ def _join(cluster: Cluster) -> None:
     watchdog.daemon = True
     watchdog.start()
     try:
+        # dlmine gives every value itself (JAX would guess the devices from SLURM_LOCALID);
+        # JAX_LOCAL_DEVICE_IDS, set by `launch`, still counts.
+        local = None if cluster.local_device is None else [cluster.local_device]
         jax.distributed.initialize(cluster.coordinator, cluster.processes, cluster.process_id,
+                                   local_device_ids=local, cluster_detection_method="deactivate",
                                    initialization_timeout=cluster.peer_timeout + 30,
                                    heartbeat_timeout_seconds=cluster.peer_timeout,
                                    shutdown_timeout_seconds=cluster.peer_timeout)
@@ -279,6 +303,22 @@ def local_only() -> Iterator[None]:
     finally:
         _local_only = False
         keras.distribution.set_distribution(_distribution)
+
+
+def job_devices() -> dict:
+    """What `run.json` says of a job's devices: `process_devices`, each process's own as
+    `PLATFORM:N` (a GPU's N is its index on its host, as `nvidia-smi` numbers them; a CPU's,
+    its index among the process's CPU devices); nothing when training alone."""
+    if _active is None:
+        return {}
+    import jax
+
+    devices: dict[str, list[str]] = {}
+    for device in jax.devices():
+        own = devices.setdefault(str(device.process_index), [])
+        local = getattr(device, "local_hardware_id", None)  # a GPU's ordinal; None on the CPU
+        own.append(f"{device.platform}:{len(own) if local is None else local}")
+    return {"process_devices": devices}
 
 
 def replicas() -> int:

@@ -3,12 +3,15 @@
 Starts N `dlmine train` processes that find each other through the environment variables a
 SLURM or Kubernetes launcher would set (`DLMINE_PROCESSES`, `DLMINE_PROCESS_ID`,
 `DLMINE_COORDINATOR`), shows process 0's output, stops the others as soon as one fails, and
-returns the worst exit code of those that ended by themselves.
+returns the worst exit code of those that ended by themselves. On a machine with GPUs, each
+process gets one of its own (process i the i-th: `JAX_LOCAL_DEVICE_IDS=i`, which JAX reads
+when the process joins the job).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,10 +47,36 @@ def launch_local(processes: int, train_args: list[str], debug: bool = False) -> 
     command = [sys.executable, "-m", "dlmine", *(["--debug"] if debug else []), "train",
                *train_args]
     coordinator = f"127.0.0.1:{free_port()}"
+    gpus = 0 if _on_cpu(train_args) else gpu_count()
+    if 0 < gpus < processes:
+        raise UsageError(f"launch --local {processes} gives each process a GPU of its own, but "
+                         f"this machine has {gpus}; use --local {gpus}, or train on the CPU "
+                         "with --device cpu")
     envs = [{**os.environ, "KERAS_BACKEND": "jax", "DLMINE_PROCESSES": str(processes),
-             "DLMINE_PROCESS_ID": str(i), "DLMINE_COORDINATOR": coordinator}
+             "DLMINE_PROCESS_ID": str(i), "DLMINE_COORDINATOR": coordinator,
+             **({"JAX_LOCAL_DEVICE_IDS": str(i)} if gpus else {})}
             for i in range(processes)]
     return supervise([command] * processes, envs)
+
+
+def _on_cpu(train_args: list[str]) -> bool:
+    pairs = zip(train_args, train_args[1:] + [""], strict=True)
+    return any(a == "--device=cpu" or (a, b) == ("--device", "cpu") for a, b in pairs)
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs this machine shows: those of `CUDA_VISIBLE_DEVICES` when it is set,
+    else those `nvidia-smi -L` lists (none without the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return 0 if visible.strip() in ("", "-1") else len(visible.split(","))
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
 
 
 def free_port() -> int:

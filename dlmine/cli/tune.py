@@ -23,8 +23,8 @@ from dlmine.errors import DlmineError
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               metavar="STUDY_DIR", help="Continue the study in this directory after an interruption.")
 @click.option("--trials", type=click.IntRange(min=1), metavar="N",
-              help="Trials this process runs (default: tune.trials); with --resume, the number "
-                   "of finished trials the study should reach.")
+              help="The number of finished (complete or pruned) trials the study should reach, "
+                   "every worker's together (default: tune.trials).")
 @click.option("--timeout", type=click.IntRange(min=1), metavar="S",
               help="Start no trial after S seconds (default: tune.timeout).")
 @click.option("--study-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
@@ -34,15 +34,20 @@ from dlmine.errors import DlmineError
               default=Path("runs"), show_default=True, envvar="DLMINE_RUNS_ROOT",
               help="Folder of default study directories.")
 @click.option("--storage", metavar="URL",
-              help="An Optuna database URL that several processes share, e.g. "
-                   "sqlite:////shared/study.db; default: STUDY_DIR/study.db.")
+              help="An Optuna database URL that several workers share, e.g. "
+                   "postgresql://user@host/db or sqlite:////local/study.db; default: "
+                   "STUDY_DIR/study.db.")
+@click.option("--heartbeat-timeout", type=click.IntRange(min=2), default=120, show_default=True,
+              metavar="S", envvar="DLMINE_HEARTBEAT_TIMEOUT",
+              help="Seconds without a heartbeat after which another worker fails a running "
+                   "trial (its worker died) and runs another in its place.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key for every trial (repeatable; VALUE is YAML).")
 @DEVICE
 @click.option("--quiet", is_flag=True, help="Print nothing but the study directory.")
 @MLFLOW
-def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, overrides, device,
-         quiet, mlflow_uri) -> None:
+def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, heartbeat_timeout,
+         overrides, device, quiet, mlflow_uri) -> None:
     """Search the tune: space of CONFIG with Optuna, one run per trial; print the study directory.
 
     With --resume STUDY_DIR (and no CONFIG), continue an interrupted study.
@@ -60,7 +65,8 @@ def tune(config, resume_dir, trials, timeout, study_dir, runs_root, storage, ove
         if exc.name != "optuna":
             raise
         raise DlmineError("dlmine tune needs Optuna: pip install 'dlmine[tune]'") from None
-    options = tuning.TuneOptions(trials, timeout, storage, device, sys.argv[1:], mlflow_uri)
+    options = tuning.TuneOptions(trials, timeout, storage, device, heartbeat_timeout, sys.argv[1:],
+                                 mlflow_uri)
     reporter = Reporter(quiet=quiet)
     if resume_dir is not None:
         folder = tuning.resume(resume_dir, options, reporter)

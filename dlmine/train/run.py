@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from dlmine.backend import devices
+from dlmine.backend import devices, distributed
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.config.keys import diff
 from dlmine.console import Reporter
@@ -171,7 +171,8 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
                                                "device": device_used,
                                                "replicas": devices.replicas(model),
                                                "config_changes": changes}]
-        run.update_run(status="running", ended=None, error=None, resumed=resumes, **config)
+        run.update_run(status="running", ended=None, error=None, resumed=resumes, **config,
+                       **distributed.job_devices())
 
     run_session(session, reporter, argv, before=mark_resumed)
     return run

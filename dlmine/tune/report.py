@@ -35,7 +35,7 @@ def summarize(study: optuna.Study, folder: Path, metric: str, reporter: Reporter
     Raises:
         DlmineError: no trial completed, so there is no best one.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = shown_trials(study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
     if not reporter.quiet:
@@ -47,6 +47,21 @@ def summarize(study: optuna.Study, folder: Path, metric: str, reporter: Reporter
     atomic_write(folder / BEST_YAML, best_config(best, folder))
     say(reporter, f"best: trial {best.number}, {metric} {best.value:.4g}; "
         f"dlmine train {folder / BEST_YAML}")
+
+
+def summarize_elsewhere(study: optuna.Study, metric: str, reporter: Reporter, note: str) -> None:
+    """The end of a worker that does not write `best.yaml`: the table of trials, and `note`."""
+    if not reporter.quiet:
+        trials = shown_trials(study)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        _print_wide(reporter.err, trials_table(trials, metric, study.best_trial if complete else None))
+    say(reporter, note)
+
+
+def shown_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials, less those failed before they began because another worker had
+    taken the study's last slot (`surplus`)."""
+    return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
 
 
 def best_config(best: FrozenTrial, folder: Path) -> str:

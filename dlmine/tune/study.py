@@ -13,9 +13,10 @@ The study directory:
     config.yaml      the resolved config every trial starts from, `tune:` included
     study.json       study name, storage, the worker id of this directory's trials, and the
                      study's MLflow run (`mlflow`) when it is tracked
-    study.db         the Optuna study (SQLite), unless `--storage` names another database
+    study.db         the Optuna study (SQLite), unless `--storage` names a shared database
     trial-NNNN/      one run directory per trial this directory ran
-    best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`
+    best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`;
+                     of a shared study, only in the directory of the worker that finished it
     history.png      every trial's value and the best so far
     importances.png  how much each searched key mattered (Optuna's importance evaluator)
 """
@@ -41,18 +42,26 @@ from dlmine.config import LoadedConfig, to_yaml
 from dlmine.config.checks import monitor_mode
 from dlmine.config.loading import suggest
 from dlmine.console import Reporter
-from dlmine.errors import ConfigError, DlmineError, Interrupted, TrainingError, UsageError
+from dlmine.errors import ConfigError, Interrupted, TrainingError, UsageError
 from dlmine.model.checks import load_checked_config
 from dlmine.rundir import CONFIG, HISTORY, LOG, RUN_JSON, RunDir, atomic_write, fresh_folder, now_iso
 from dlmine.train import tracking
 from dlmine.train.run import train
-from dlmine.tune.report import BEST_YAML, HISTORY_PNG, IMPORTANCES_PNG, say, shown, summarize
+from dlmine.tune import workers
+from dlmine.tune.report import (
+    BEST_YAML,
+    HISTORY_PNG,
+    IMPORTANCES_PNG,
+    say,
+    shown,
+    summarize,
+    summarize_elsewhere,
+)
 from dlmine.tune.space import Distribution, check_space, override
+from dlmine.tune.storage import heartbeat_interval, masked, open_storage, recorded_url, storage_url
 
 STUDY_JSON = "study.json"
 STUDY_ARTIFACTS = (CONFIG, BEST_YAML, HISTORY_PNG, IMPORTANCES_PNG)
-STUDY_DB = "study.db"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class TuneOptions:
     timeout: int | None = None
     storage: str | None = None
     device: str = "auto"
+    heartbeat_timeout: int = 120  # seconds without a heartbeat before a trial is failed
     argv: list[str] = field(default_factory=list)
     mlflow: str | None = None  # --mlflow URI
 
@@ -87,12 +97,12 @@ def start(config_path: Path, overrides, study_dir: Path | None, runs_root: Path,
     loaded = load_checked_config(config_path, overrides)
     check_space(loaded)
     tracking.target(loaded.config, options.mlflow)  # without MLflow: fail before the folder exists
-    storage = _recorded_url(options.storage) if options.storage else None
+    storage = recorded_url(options.storage) if options.storage else None
     folder = _create_study_dir(study_dir, runs_root, loaded.config.name)
     atomic_write(folder / CONFIG, to_yaml(loaded.config))
     atomic_write(folder / STUDY_JSON, json.dumps({
         "study_name": loaded.config.name, "storage": storage, "worker": uuid.uuid4().hex,
-        "created": now_iso(), "command": _masked(options.argv, options.storage)}, indent=2) + "\n")
+        "created": now_iso(), "command": masked(options.argv, options.storage)}, indent=2) + "\n")
     return _run(folder, options, reporter, resuming=False)
 
 
@@ -100,7 +110,8 @@ def resume(study_dir: Path, options: TuneOptions, reporter: Reporter) -> Path:
     """Continue the study of `study_dir` until it has `trials` finished (complete or pruned) trials.
 
     Trials that this directory's earlier process left running (it died) are marked failed:
-    they are neither counted nor repeated.
+    they are neither counted nor repeated; so are the runs of its trials that another worker
+    failed when their heartbeat stopped.
 
     Raises:
         UsageError: `study_dir` is not a study directory, or is in use by another process.
@@ -117,10 +128,9 @@ def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool)
     loaded = load_checked_config(folder / CONFIG)
     search = Search(folder, loaded, check_space(loaded), options, reporter, info["worker"])
     tune = loaded.config.tune
-    wanted = options.trials or tune.trials
+    target = options.trials or tune.trials
     with RunDir(folder).lock():
-        study = _open_study(info, folder, options.storage, search, wanted)
-        todo = wanted - len(study.get_trials(deepcopy=False, states=FINISHED)) if resuming else wanted
+        study = _open_study(info, folder, search, target)
         track = tracking.target(loaded.config, options.mlflow)
         parent = _study_tracker(folder, info, track, reporter)
         search.track = tracking.nested(track or tracking.recorded_target(info), parent)
@@ -128,9 +138,10 @@ def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool)
         try:
             if resuming:
                 _fail_stale_trials(study, info["worker"], reporter)
-                reporter.info(f"resuming {folder}: {max(todo, 0)} trial(s) to run")
-            search.optimize(study, todo, options.timeout or tune.timeout)
-            summarize(study, folder, search.metric, reporter)
+                todo = max(target - len(workers.finished(study)), 0)
+                reporter.info(f"resuming {folder}: {todo} trial(s) to run")
+            search.optimize(study, target, options.timeout or tune.timeout)
+            _finish(study, folder, search, target, shared=info.get("storage") is not None)
             status = "completed"
         except (Interrupted, KeyboardInterrupt):
             status = "interrupted"
@@ -138,6 +149,24 @@ def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool)
         finally:
             _finish_study_tracker(parent, study, folder, search, status)
     return folder
+
+
+def _finish(study: optuna.Study, folder: Path, search: Search, target: int, shared: bool) -> None:
+    """The end of this worker: `best.yaml` from the worker that finished the study (or from
+    the only worker of a private one); the table of trials from every worker."""
+    by = workers.finisher(study, target)
+    if not shared or by == search.worker:
+        summarize(study, folder, search.metric, search.reporter)
+        return
+    if by is None:
+        note = (f"the study has {len(workers.finished(study))} of its {target} trials; the "
+                "worker that finishes it writes best.yaml (continue it with: dlmine tune "
+                f"--resume {folder})")
+    else:
+        last = workers.finished(study)[target - 1].user_attrs.get("run_dir", "")
+        note = (f"the study is finished; best.yaml is in {Path(last).parent}, written by the "
+                "worker that finished it")
+    summarize_elsewhere(study, search.metric, search.reporter, note)
 
 
 def _study_tracker(folder: Path, info: dict, track: tracking.Target | None,
@@ -177,12 +206,12 @@ def resolve_direction(metric: str, given: str) -> str:
     return "maximize" if monitor_mode(metric) == "max" else "minimize"
 
 
-def _open_study(info: dict, folder: Path, given_url: str | None, search: Search,
-                budget: int) -> optuna.Study:
+def _open_study(info: dict, folder: Path, search: Search, budget: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # dlmine reports trials itself
-    url = _storage_url(info.get("storage"), given_url, folder)
+    url = storage_url(info.get("storage"), search.options.storage, folder)
     tune = search.loaded.config.tune
-    study = optuna.create_study(study_name=info["study_name"], storage=_storage(url),
+    storage = open_storage(url, search.options.heartbeat_timeout, search.stale_trial_failed)
+    study = optuna.create_study(study_name=info["study_name"], storage=storage,
                                 direction=search.direction, pruner=_pruner(tune.pruner),
                                 load_if_exists=True)
     # A private study is reproducible from the config's seed; shared workers must differ.
@@ -201,66 +230,23 @@ def _pruner(kind: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
 
 
-def _storage(url: str) -> optuna.storages.RDBStorage:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    # SQLite shared by several processes: wait for the other's write instead of failing.
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except SQLAlchemyError as exc:  # e.g. two processes creating the tables at once
-            error = exc
-            time.sleep(1 + attempt)
-    raise DlmineError(f"cannot open the study storage {_recorded_url(url)}: {error}")
-
-
-def _recorded_url(url: str) -> str:
-    """The storage URL as `study.json` keeps it: with its password, if any, masked."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise UsageError("--storage: expected a database URL such as sqlite:///path/study.db "
-                         f"or postgresql://host/db, received '{url}'") from None
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
-
-
-def _storage_url(recorded: str | None, given: str | None, folder: Path) -> str:
-    """The study's database: `study.db` in the folder, or the URL `study.json` records, whose
-    password, if any, must be given again with `--storage`."""
-    if recorded is None:
-        if given:
-            raise UsageError(f"the study of {folder} lives in {folder / STUDY_DB}; --storage "
-                             "cannot move it")
-        return f"sqlite:///{(folder / STUDY_DB).resolve()}"
-    if given is None and "***" in recorded:
-        raise UsageError("the study's storage URL holds a password, which dlmine does not save; "
-                         f"give it again: dlmine tune --resume {folder} --storage URL")
-    if given is not None and _recorded_url(given) != recorded:
-        raise UsageError(f"--storage: expected the study's storage {recorded}, received "
-                         f"{_recorded_url(given)}")
-    return given or recorded
-
-
-def _masked(argv: list[str], url: str | None) -> list[str]:
-    """The command line as `study.json` and each `run.json` record it: no storage password."""
-    if not url:
-        return list(argv)
-    return [arg.replace(url, _recorded_url(url)) for arg in argv]
-
-
 def _fail_stale_trials(study: optuna.Study, worker: str, reporter: Reporter) -> None:
-    """This directory's trials still RUNNING belong to a process that died (we hold the lock)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    """This directory's trials still RUNNING belong to a process that died (we hold the lock);
+    those that another worker failed (their heartbeat stopped) may still say `running`."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
         if trial.user_attrs.get("worker") != worker:
             continue  # another worker of a shared study: maybe alive
-        study.tell(trial.number, state=TrialState.FAIL)
+        run_dir = Path(trial.user_attrs.get("run_dir") or "")
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+            reporter.warn(f"trial {trial.number} was running when the study stopped; marked failed")
+        elif _status(run_dir) == "running":
+            reporter.warn(f"trial {trial.number} was failed by another worker when its heartbeat "
+                          "stopped; its run is marked interrupted")
+        else:
+            continue
         if trial.user_attrs.get("run_dir"):
-            _mark_failed(Path(trial.user_attrs["run_dir"]), trial.number)
-        reporter.warn(f"trial {trial.number} was running when the study stopped; marked failed")
+            _mark_failed(run_dir, trial.number)
 
 
 def _create_study_dir(path: Path | None, runs_root: Path, name: str) -> Path:
@@ -299,24 +285,71 @@ class Search:
     def direction(self) -> str:
         return resolve_direction(self.metric, self.loaded.config.tune.direction)
 
-    def optimize(self, study: optuna.Study, trials: int, timeout: int | None) -> None:
-        """Run up to `trials` trials; start none after `timeout` seconds."""
+    def optimize(self, study: optuna.Study, target: int, timeout: int | None) -> None:
+        """Run trials until the study has `target` finished ones, every worker's together.
+
+        Starts none after `timeout` seconds, and no more than the study lacked when this
+        worker began: a failed trial does not count, and a space where every trial fails
+        must end. While the other workers' running trials fill the study, waits for them;
+        when one's heartbeat stops, its trial is failed and its slot run here.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         # Every trial traces new functions; TensorFlow would warn of "retracing" from the third.
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        for _ in range(max(trials, 0)):
+        budget, waiting = target - len(workers.finished(study)), False
+        while budget > 0 and len(workers.finished(study)) < target:
             if deadline is not None and time.monotonic() >= deadline:
                 self.reporter.info(f"timeout: {timeout} s have passed; no more trials started")
                 return
-            trial = study.ask()
+            if workers.slots_left(study, target) <= 0:
+                if not waiting:
+                    self.reporter.info(f"waiting for the {len(workers.running(study))} trial(s) "
+                                       "other workers are running")
+                waiting = True
+                time.sleep(self.poll_s)
+                continue
+            waiting = False
+            trial = workers.ask(study)
+            if workers.is_surplus(study, trial.number, target):
+                trial.set_user_attr(workers.SURPLUS, True)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            budget -= 1
+            self.run_and_tell(study, trial)
+
+    @property
+    def poll_s(self) -> float:
+        """How often a waiting worker looks at the study: a heartbeat, at most 5 s."""
+        return min(5.0, heartbeat_interval(self.options.heartbeat_timeout))
+
+    def run_and_tell(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Train `trial` (its heartbeat recorded meanwhile) and tell the study its result."""
+        with workers.heartbeat(study, trial):
             try:
                 state, value = self.run_trial(trial)
             except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
-            frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-            self.reporter.info(f"trial {trial.number}: {state.name.lower()}, {self.metric} "
-                               f"{shown(frozen.value)}")
+        frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
+                            skip_if_finished=True)
+        if frozen.state != state:  # its heartbeat came too late: another worker failed it
+            self.reporter.warn(f"trial {trial.number} was failed by another worker, which took "
+                               f"it for dead (no heartbeat for {self.options.heartbeat_timeout} "
+                               "s); its result does not count")
+            _mark_run(RunDir(self.folder.resolve() / f"trial-{trial.number:04d}"), trial.number,
+                      "fail")
+            return
+        self.reporter.info(f"trial {trial.number}: {state.name.lower()}, {self.metric} "
+                           f"{shown(frozen.value)}")
+
+    def stale_trial_failed(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """The storage's callback for a trial this worker failed because its heartbeat stopped:
+        its run, when this host can see it, is marked interrupted."""
+        self.reporter.warn(f"trial {trial.number} failed: its worker sent no heartbeat for "
+                           f"{self.options.heartbeat_timeout} s")
+        run_dir = trial.user_attrs.get("run_dir")
+        if run_dir and Path(run_dir).is_dir():
+            _mark_failed(Path(run_dir), trial.number)
 
     def run_trial(self, trial: optuna.Trial) -> tuple[TrialState, float | None]:
         """Train one trial's run; its state and the best epoch's `tune.metric`."""
@@ -332,7 +365,7 @@ class Search:
             loaded = load_checked_config(self.folder / CONFIG, [override(k, v) for k, v in values.items()])
             train(loaded, run_dir=run_dir, runs_root=self.folder, device=self.options.device,
                   reporter=TrialReporter(trial.number, self.reporter.quiet),
-                  argv=_masked(self.options.argv, self.options.storage),
+                  argv=masked(self.options.argv, self.options.storage),
                   extra_callbacks=[pruning], track=self.track)
         except (ConfigError, TrainingError) as exc:  # these values do not work; the study goes on
             self.reporter.warn(f"trial {trial.number} failed: {exc}")
@@ -414,12 +447,17 @@ def best_epoch_value(run_dir: Path, metric: str, goal: str) -> float:
     return max(finite) if goal == "maximize" else min(finite)
 
 
+def _status(run_dir: Path) -> str | None:
+    """A trial run's `run.json` status; None before it has one."""
+    return RunDir(run_dir).read_json(RUN_JSON).get("status") if (run_dir / RUN_JSON).is_file() else None
+
+
 def _mark_failed(run_dir: Path, number: int) -> None:
     """Mark a failed trial's run, if it got as far as one; `running` means its process died."""
-    if not (run_dir / RUN_JSON).is_file():
+    if _status(run_dir) is None:
         return
     run = RunDir(run_dir)
-    if run.read_json(RUN_JSON).get("status") == "running":
+    if _status(run_dir) == "running":
         run.update_run(status="interrupted", ended=now_iso(),
                        error="the dlmine tune process stopped during this trial")
     _mark_run(run, number, "fail")
