@@ -329,3 +329,13 @@ def test_a_tune_study_is_a_run_with_one_nested_run_per_trial(cli, server, tmp_pa
         logged = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert [(m.step, m.value) for m in logged] == [
             (row["epoch"], pytest.approx(row["val_accuracy"])) for row in read_history(trial / "history.csv")]
+
+
+def test_a_password_in_the_tracking_uri_is_not_written_to_run_json():
+    from dlmine.train.tracking import without_password
+
+    assert without_password("http://bob:s3cret@mlflow.example:5000/") == \
+        "http://bob:***@mlflow.example:5000/"
+    assert without_password("postgresql://u:p@db/ml") == "postgresql://u:***@db/ml"
+    assert without_password("sqlite:///m.db") == "sqlite:///m.db"
+    assert without_password(None) is None

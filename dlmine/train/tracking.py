@@ -315,7 +315,7 @@ class Tracker:
     def _save(self) -> None:
         missed = [f"metrics of epochs {_ranges(self.missed_epochs)}"] if self.missed_epochs else []
         self.record({
-            "tracking_uri": self._uri(), "experiment": self.target.experiment,
+            "tracking_uri": without_password(self._uri()), "experiment": self.target.experiment,
             "experiment_id": self.experiment_id, "run_id": self.run_id,
             "parent_run_id": self.target.parent_run_id, "error": self.error,
             "not_logged": self.not_logged + missed})
@@ -369,10 +369,21 @@ def open_tracker(target: Target | None, folder: Path, info: dict, record: Callab
     recorded = previous.get("tracking_uri")
     target = replace(target, tracking_uri=target.tracking_uri or recorded,
                      parent_run_id=target.parent_run_id or previous.get("parent_run_id"))
-    run_id = previous.get("run_id") if recorded in (None, target.tracking_uri) else None
+    run_id = (previous.get("run_id") if recorded in (None, without_password(target.tracking_uri))
+              else None)
     tracker = Tracker(target, folder.name, record, warn, run_id=run_id)
     tracker.open(tags, params_of(read_config_mapping(folder / CONFIG) or {}))
     return tracker
+
+
+def without_password(uri: str | None) -> str | None:
+    """The URI as `run.json` and `study.json` record it: a password in it masked as `***`
+    (give the URI again, `--mlflow`, to resume such a run into the same MLflow run)."""
+    parsed = urllib.parse.urlsplit(uri) if uri else None
+    if parsed is None or not parsed.password:
+        return uri
+    netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
 
 
 def start_run(target: Target | None, run: RunDir, rows: list[dict] | None,
