@@ -10,6 +10,7 @@ answers at once and Keras is imported only by the commands that need it.
 from __future__ import annotations
 
 import importlib
+import textwrap
 import traceback
 
 import click
@@ -57,6 +58,18 @@ COMMANDS = {
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+def _short_help(text: str, limit: int) -> str:
+    """The first sentence of `text` (its first paragraph), shortened at a word to `limit`
+    characters with `...`: what click's deprecated `make_default_short_help` gives."""
+    words = text.partition("\n\n")[0].split()
+    for i, word in enumerate(words):
+        if word.endswith(".") and (i == len(words) - 1 or not words[i + 1][0].islower()):
+            words = words[:i + 1]
+            break
+    return textwrap.shorten(" ".join(words), max(limit, 3), placeholder="...",
+                            break_on_hyphens=False)
+
+
 class Group(click.Group):
     """Loads each command from its module when it runs, and turns dlmine's exceptions into
     messages and exit codes."""
@@ -73,8 +86,7 @@ class Group(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of `--help`, from `COMMANDS`: no command module is imported."""
         limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
-        rows = [(name, click.utils.make_default_short_help(help_, limit))
-                for name, (_, help_) in COMMANDS.items()]
+        rows = [(name, _short_help(help_, limit)) for name, (_, help_) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
