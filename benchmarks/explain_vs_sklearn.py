@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from docblock import write_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,15 +88,7 @@ def main() -> None:
             + "\n".join(lines) + f"\n\nLargest difference {max(gaps):.4f}; both rank c3 "
             "first.\n")
     print(text)
-    doc = ROOT / "docs" / "benchmarks.md"
-    current = doc.read_text()
-    block = f"{BEGIN}\n{text}{END}\n"
-    if BEGIN in current:
-        current = current[:current.index(BEGIN)] + block + \
-            current[current.index(END) + len(END) + 1:]
-    else:
-        current += "\n" + block
-    doc.write_text(current)
+    write_block(f"{BEGIN}\n{text}{END}", BEGIN, END)
 
 
 if __name__ == "__main__":

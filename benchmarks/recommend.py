@@ -20,6 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from docblock import write_block  # noqa: E402
+
 from dlmine.config import load_config  # noqa: E402
 from dlmine.data import source_for  # noqa: E402
 from dlmine.results.recommend_metrics import candidates_for, full_ranking, ranks_metrics, sampled_ranks  # noqa: E402
@@ -152,14 +154,7 @@ def main() -> None:
     ranking.append(dlmine_run(configs / "movielens_two_tower.yaml"))
     text = table(rating, ranking)
     print(text)
-    doc = ROOT / "docs" / "benchmarks.md"
-    current = doc.read_text()
-    block = f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}\n"
-    if BEGIN in current:
-        current = current[:current.index(BEGIN)] + block + current[current.index(END) + len(END) + 1:]
-    else:
-        current += "\n" + block
-    doc.write_text(current)
+    write_block(f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}", BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from docblock import write_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "scale"
@@ -215,15 +216,8 @@ def main() -> None:
     print(text)
     if args.no_write:
         return
-    doc = ROOT / "docs" / "benchmarks.md"
-    current = doc.read_text()
-    block = (f"{BEGIN}\n## Recommenders at scale (`python benchmarks/recommend_scale.py`)\n\n"
-             f"{text}{END}\n")
-    if BEGIN in current:
-        current = current[:current.index(BEGIN)] + block + current[current.index(END) + len(END) + 1:]
-    else:
-        current += "\n" + block
-    doc.write_text(current)
+    write_block(f"{BEGIN}\n## Recommenders at scale (`python benchmarks/recommend_scale.py`)\n\n"
+                f"{text}{END}", BEGIN, END)
 
 
 def _users_of(vocab: dict) -> list:

@@ -21,7 +21,6 @@ import csv
 import http.client
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -31,10 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from docblock import write_block  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # this process loads a model too
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- serve:begin -->", "<!-- serve:end -->"
 AFTER = "<!-- end of explain-vs-sklearn -->"
 HOST = "127.0.0.1"
@@ -204,17 +203,6 @@ def document(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def write(section: str) -> None:
-    """Replace the serve block of the doc, or put it after the explain block the first time."""
-    text = DOC.read_text()
-    found = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), text, flags=re.S)
-    if found:
-        text = text[:found.start()] + section + text[found.end():]
-    else:
-        text = text.replace(AFTER, f"{AFTER}\n\n{section}", 1)
-    DOC.write_text(text)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -227,7 +215,7 @@ def main(argv=None) -> None:
     section = document(rows, args)
     print(section)
     if not args.no_doc:
-        write(section)
+        write_block(section, BEGIN, END, after=AFTER)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from docblock import write_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -95,13 +95,7 @@ def main(argv=None) -> None:
     section = document(rows, args)
     print(section)
     if str(args.output) != "-":
-        text = args.output.read_text() if args.output.exists() else ""
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text,
-                          flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        args.output.write_text(text)
+        write_block(section, BEGIN, END, doc=args.output)
         print(f"updated {args.output}", file=sys.stderr)
 
 

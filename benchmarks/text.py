@@ -20,15 +20,15 @@ import io
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from docblock import write_block  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- text:begin -->", "<!-- text:end -->"
 CONFIGS = ("reviews_bilstm", "reviews_conv", "reviews_tfidf")
 DATA = ROOT / "configs" / "data"
@@ -111,16 +111,6 @@ def document(rows: list[dict], missed: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write(section: str) -> None:
-    text = DOC.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text,
-                      flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="tensorflow,jax")
@@ -139,7 +129,7 @@ def main(argv=None) -> None:
     section = document(rows, missed)
     print(section)
     if not args.no_doc:
-        write(section)
+        write_block(section, BEGIN, END)
 
 
 if __name__ == "__main__":

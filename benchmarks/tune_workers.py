@@ -17,16 +17,16 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from docblock import write_block  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- tune-workers:begin -->", "<!-- tune-workers:end -->"
 CONFIG = "configs/digits_cnn_tune.yaml"
 
@@ -87,16 +87,6 @@ def section(rows: list[dict], trials: int, epochs: int) -> str:
     return "\n".join(lines)
 
 
-def write(text: str) -> None:
-    doc = DOC.read_text()
-    if BEGIN in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, doc, flags=re.S)
-    else:
-        anchor = "<!-- end of explain-vs-sklearn -->"
-        doc = doc.replace(anchor, f"{anchor}\n\n{text}", 1)
-    DOC.write_text(doc)
-
-
 def main() -> None:
     from tests.postgres_server import throwaway_server
 
@@ -110,7 +100,7 @@ def main() -> None:
     text = section(rows, args.trials, args.epochs)
     print(text)
     if not args.no_write:
-        write(text)
+        write_block(text, BEGIN, END, after="<!-- end of explain-vs-sklearn -->")
 
 
 if __name__ == "__main__":
