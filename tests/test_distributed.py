@@ -63,6 +63,17 @@ def _weights(path) -> list[np.ndarray]:
     return keras.saving.load_model(path).get_weights()
 
 
+def same_training(a, b) -> None:
+    """Run directories `a` and `b` trained alike: each epoch's history and the best and last
+    checkpoints' weights within TOLERANCE."""
+    for row_a, row_b in zip(_history(a), _history(b), strict=True):
+        assert row_b == pytest.approx(row_a, abs=TOLERANCE)
+    for name in ("best.keras", "last.keras"):
+        for x, y in zip(_weights(a / "checkpoints" / name), _weights(b / "checkpoints" / name),
+                        strict=True):
+            np.testing.assert_allclose(y, x, atol=TOLERANCE, rtol=0)
+
+
 def test_two_processes_train_like_one_with_the_same_global_batch(cli, tmp_path, tiny_npz):
     cfg = write_config(tmp_path, CONFIG)
     single = _dlmine("train", cfg, "--run-dir", "one", tmp_path=tmp_path)
@@ -78,12 +89,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(cli, tmp_path, 
     assert list((tmp_path / "tmp").iterdir()) == []
     assert json.loads((two / "run.json").read_text())["replicas"] == 2
     assert json.loads((one / "run.json").read_text())["replicas"] == 1
-    for a, b in zip(_history(one), _history(two), strict=True):
-        assert b == pytest.approx(a, abs=TOLERANCE)
-    for name in ("best.keras", "last.keras"):
-        for a, b in zip(_weights(one / "checkpoints" / name), _weights(two / "checkpoints" / name),
-                        strict=True):
-            np.testing.assert_allclose(b, a, atol=TOLERANCE, rtol=0)
+    same_training(one, two)
     tested = json.loads((two / "eval.json").read_text())["metrics"]
     assert tested == pytest.approx(json.loads((one / "eval.json").read_text())["metrics"],
                                    abs=TOLERANCE)

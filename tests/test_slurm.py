@@ -13,14 +13,13 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from dlmine.backend import scheduler
 from dlmine.backend.distributed import Cluster
 from dlmine.errors import UsageError
 from tests.conftest import write_config, write_tiny_npz
-from tests.test_distributed import CONFIG, TOLERANCE, _history, _weights
+from tests.test_distributed import CONFIG, TOLERANCE, same_training
 
 FOUR_EPOCHS = CONFIG.replace("epochs: 2", "epochs: 4")
 PORT_BASE = 65535 - 2**12 + 1  # JAX's SLURM detector: this + SLURM_JOB_ID mod 4096
@@ -81,22 +80,13 @@ def jobs(tmp_path_factory):
                            printed=printed)
 
 
-def _same_result(a, b) -> None:
-    for row_a, row_b in zip(_history(a), _history(b), strict=True):
-        assert row_b == pytest.approx(row_a, abs=TOLERANCE)
-    for name in ("best.keras", "last.keras"):
-        for x, y in zip(_weights(a / "checkpoints" / name), _weights(b / "checkpoints" / name),
-                        strict=True):
-            np.testing.assert_allclose(y, x, atol=TOLERANCE, rtol=0)
-
-
 def test_two_processes_of_a_slurm_job_train_like_one(jobs):
     assert jobs.printed == "two\n"
     info = json.loads((jobs.two / "run.json").read_text())
     assert info["replicas"] == 2 and info["status"] == "completed"
     assert info["process_devices"] == {"0": ["cpu:0"], "1": ["cpu:0"]}
     assert "process_devices" not in json.loads((jobs.one / "run.json").read_text())
-    _same_result(jobs.one, jobs.two)
+    same_training(jobs.one, jobs.two)
     assert list((jobs.folder / "tmp").iterdir()) == []  # process 1's private run is gone
 
 
@@ -122,7 +112,7 @@ def test_a_killed_job_restarted_with_the_same_command_ends_as_the_uninterrupted_
     assert info["status"] == "completed" and info["epochs_completed"] == 4
     assert [r["from_epoch"] for r in info["resumed"]] == [state["epoch"]]
     assert info["resumed"][0]["replicas"] == 2
-    _same_result(jobs.two, three)
+    same_training(jobs.two, three)
     tested = json.loads((three / "eval.json").read_text())["metrics"]
     assert tested == pytest.approx(json.loads((jobs.two / "eval.json").read_text())["metrics"],
                                    abs=TOLERANCE)
