@@ -5,7 +5,8 @@ The splits and the ranking candidates are dlmine's own (`InteractionsSource.load
 split only picks its best epoch) and is scored on the same held-out rows and the same 99
 sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 (between the recommender markers). `make movielens` first; `python benchmarks/recommend.py
-[SEEDS]` (default 5) sets how many seeded random splits the rating comparison averages.
+[SEEDS] [--rating-only]` (default 5) sets how many seeded random splits the rating
+comparison averages; `--rating-only` prints that comparison alone and writes nothing.
 """
 
 from __future__ import annotations
@@ -111,14 +112,15 @@ def rating_peer(config: Path, seed: int | None = None) -> tuple:
     return ("Surprise SVD (defaults)", {"rmse": rmse, "mae": mae}, time.time() - started)
 
 
-def rating_splits(config: Path, seeds: int) -> list[tuple]:
-    """Surprise SVD and dlmine on `seeds` random splits (config's test_split, seeds 0..N-1:
-    the closest that dlmine's seeded `split: random` comes to k-fold cross-validation), one
-    row each with the mean and the standard deviation of RMSE and MAE over the splits."""
-    runs = {"Surprise SVD (defaults)": [], f"dlmine {config.stem}": []}
+def rating_splits(configs: list[Path], seeds: int) -> list[tuple]:
+    """Surprise SVD and each dlmine config on `seeds` random splits (the first config's
+    split, which the others share: random with the same test_split; seeds 0..N-1, the
+    closest that dlmine's seeded `split: random` comes to k-fold cross-validation), one row
+    each with the mean and the standard deviation of RMSE and MAE over the splits."""
+    runs = {"Surprise SVD (defaults)": [], **{f"dlmine {c.stem}": [] for c in configs}}
     for seed in range(seeds):
-        for name, result in (("Surprise SVD (defaults)", rating_peer(config, seed)),
-                             (f"dlmine {config.stem}", dlmine_run(config, seed))):
+        for name, result in (("Surprise SVD (defaults)", rating_peer(configs[0], seed)),
+                             *((f"dlmine {c.stem}", dlmine_run(c, seed)) for c in configs)):
             runs[name].append(result)
             print(f"seed {seed}: {name}: RMSE {result[1]['rmse']:.4f}", flush=True)
     rows = []
@@ -131,7 +133,7 @@ def rating_splits(config: Path, seeds: int) -> list[tuple]:
 
 def table(rating: list, ranking: list) -> str:
     seeds = len(rating[0][1])
-    lines = [f"Rating (configs/movielens_mf.yaml's split, random with 20 % test, over {seeds} "
+    lines = [f"Rating (the rating configs' split, random with 20 % test, over {seeds} "
              f"seeds 0..{seeds - 1}: mean ± standard deviation; dlmine's validation split, "
              "10 % of the rest, only picks its epoch, and Surprise trains on the same rows):",
              "", "| model | RMSE | MAE | seconds per split |", "|---|---|---|---|"]
@@ -148,7 +150,11 @@ def table(rating: list, ranking: list) -> str:
 def main() -> None:
     configs = ROOT / "configs"
     seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    rating = rating_splits(configs / "movielens_mf.yaml", seeds)
+    rating = rating_splits([configs / "movielens_mf.yaml", configs / "movielens_autorec.yaml"],
+                           seeds)
+    if "--rating-only" in sys.argv:  # a quick look; docs/benchmarks.md is left as it is
+        print(table(rating, []))
+        return
     ranking = ranking_peers(configs / "movielens_neumf.yaml")
     ranking.append(dlmine_run(configs / "movielens_neumf.yaml"))
     ranking.append(dlmine_run(configs / "movielens_two_tower.yaml"))

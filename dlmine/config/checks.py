@@ -259,7 +259,17 @@ def _check_recommender(cfg: Config, src: Sources) -> list[Problem]:
         if rec.type != "two_tower" and getattr(rec, tower):
             problems.append(src.problem(where + (tower,), f"type: {rec.type} has no towers; "
                                         f"remove `{tower}`, or use type: two_tower"))
-    if rec.type in ("mf", "gmf"):
+    if rec.type == "autorec" and not rec.encoder:
+        problems.append(src.problem(where, "type: autorec needs `encoder:`, its layers, e.g. "
+                                    "`- Dense: {units: 500, activation: sigmoid}`"))
+    if rec.type != "autorec" and rec.encoder:
+        problems.append(src.problem(where + ("encoder",), f"type: {rec.type} has no encoder; "
+                                    "remove `encoder`, or use type: autorec"))
+    if rec.type == "autorec" and cfg.dataset.task != "rating":
+        problems.append(src.problem(where + ("type",), "type: autorec learns ratings (task: "
+                                    f"rating), received task: {cfg.dataset.task}; for ranking "
+                                    "use mf, gmf, ncf, neumf or two_tower"))
+    if rec.type in ("mf", "gmf", "autorec"):
         for side in ("user", "item"):
             if getattr(inter, f"{side}_features"):
                 problems.append(src.problem(("dataset", "interactions", f"{side}_features"),

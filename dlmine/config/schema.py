@@ -16,7 +16,7 @@ from typing import Any, Literal
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 TABLE_FORMATS = ("csv", "parquet")
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images", "interactions")
-RECOMMENDERS = ("mf", "gmf", "ncf", "neumf", "two_tower")
+RECOMMENDERS = ("mf", "gmf", "ncf", "neumf", "two_tower", "autorec")
 RANKING_LOSSES = ("pointwise", "pairwise", "pairwise_hinge", "listwise")
 SIDE_KINDS = ("numeric", "categorical", "embedding", "multi")  # of side-table columns
 COLUMN_KINDS = ("numeric", "categorical", "embedding", "ignore")  # of table columns
@@ -255,7 +255,9 @@ class RecommenderConfig:
         "global mean), `gmf` (a learned weighting of the embeddings' product), `ncf` (`mlp` "
         "over the concatenated embeddings and side features), `neumf` (GMF and NCF fused) or "
         "`two_tower` (`user_tower` and `item_tower` of layers over each side's embedding and "
-        "features, scored by their dot product).", "mf")
+        "features, scored by their dot product) or `autorec` (rating: I-AutoRec, the `encoder` "
+        "layers over each item's training ratings, one value per user, decoded by the dot "
+        "product with a learned vector of the user, a user bias and the global mean).", "mf")
     factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`; of each "
                        "tower's input in `two_tower`).", 32,
                        check=_positive)
@@ -271,6 +273,11 @@ class RecommenderConfig:
     item_tower: list[Any] = doc(
         "`two_tower`: the layers over the item's embedding (and its `item_features`).",
         factory=list)
+    encoder: list[Any] = doc(
+        "`autorec`: the layers over an item's vector of training ratings (one value per user, "
+        "0 where the user did not rate it), written like `model.layers`, e.g. `- Dense: "
+        "{units: 500, activation: sigmoid}`; the last layer's width is that of the users' "
+        "decoding vectors.", factory=list)
     loss: Literal[RANKING_LOSSES] = doc(
         "Ranking: `pointwise` (binary cross-entropy of each positive and sampled negative, "
         "sigmoid output), or, over each positive with its `negatives` as one list (raw-score "
@@ -278,7 +285,10 @@ class RecommenderConfig:
         "(PairwiseHingeLoss) or `listwise` (ListMLELoss).", "pointwise")
     l2: float = doc(
         "L2 penalty of the embeddings (and biases) looked up for each interaction, averaged "
-        "over the batch (as `reg` of SGD matrix factorisation, e.g. Surprise's 0.02).", 0.0,
+        "over the batch (as `reg` of SGD matrix factorisation, e.g. Surprise's 0.02). "
+        "`autorec`: the AutoRec paper's lambda, squared error summed over the training "
+        "ratings plus lambda / 2 times the squared weights of the `encoder` kernels and the "
+        "users' vectors (per batch: lambda / (2 x training ratings)).", 0.0,
         check=_non_negative)
 
 

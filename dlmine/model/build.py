@@ -18,11 +18,12 @@ from dlmine.model.registry import optimizer_registry
 
 
 def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int | None,
-                source, info):
+                source, info, train: tuple | None = None):
     """Build the model on `input_shape`, checking each layer's shape in turn.
 
     The data source gives the input and the layers it needs first
-    (`Source.input_layers`: a text vocabulary, a table's column embeddings).
+    (`Source.input_layers`: a text vocabulary, a table's column embeddings). `train`, the
+    training split's `(x, y)` when loaded, is what an `autorec` recommender holds.
 
     Raises:
         ConfigError: naming the first layer whose input shape does not fit, or an output
@@ -39,7 +40,7 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
     with distribution_scope(cfg.training.distribution):
         if cfg.model.recommender is not None:
             keras.mixed_precision.set_global_policy("float32")  # embedding lookups: no gain
-            return build_recommender(cfg, src, info)
+            return build_recommender(cfg, src, info, train)
         inputs, x = source.input_layers(cfg, src, input_shape, info)
         x = apply_layers(x, stacked_layers(cfg), src)
         check_output(cfg, src, x.shape, num_classes)

@@ -91,12 +91,13 @@ def stacked_layers(cfg: Config) -> list[tuple[tuple, Any]]:
 
 
 def recommender_layers(cfg: Config) -> list[tuple[tuple, Any]]:
-    """(key path, layer item) of `model.recommender.mlp`, `user_tower` and `item_tower`."""
+    """(key path, layer item) of `model.recommender`'s `mlp`, towers and `encoder`."""
     rec = cfg.model.recommender
     if rec is None:
         return []
     return [(("model", "recommender", key, i), item)
-            for key in ("mlp", "user_tower", "item_tower") if isinstance(getattr(rec, key), list)
+            for key in ("mlp", "user_tower", "item_tower", "encoder")
+            if isinstance(getattr(rec, key), list)
             for i, item in enumerate(getattr(rec, key))]
 
 
@@ -233,9 +234,10 @@ def first_line(exc: Exception) -> str:
     return text.splitlines()[0][:300]
 
 
-def apply_layers(x, items: list[tuple[tuple, Any]], src: Sources):
+def apply_layers(x, items: list[tuple[tuple, Any]], src: Sources, before=None):
     """Construct each `(key path, layer item)` and apply it to `x` in turn; the first layer
-    that Keras refuses, or whose input does not fit, is named by its key.
+    that Keras refuses, or whose input does not fit, is named by its key. `before(layer)`,
+    when given, sees each constructed layer before it is applied (and built).
 
     Raises:
         ConfigError: that layer's problem.
@@ -245,6 +247,8 @@ def apply_layers(x, items: list[tuple[tuple, Any]], src: Sources):
         layer = make_layer(item, path, catalogue, src, problems)
         if layer is None:
             raise ConfigError(problems)
+        if before is not None:
+            before(layer)
         try:
             x = layer(x)
         except Exception as exc:  # Keras raises many kinds for a shape that does not fit

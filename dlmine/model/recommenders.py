@@ -1,4 +1,5 @@
-"""Recommenders from `model.recommender`: MF, GMF, NCF and NeuMF over (user, item) codes.
+"""Recommenders from `model.recommender`: MF, GMF, NCF, NeuMF, two-tower and AutoRec
+(`dlmine.model.autorec`) over (user, item) codes.
 
 Every model takes one input, `ids`, of shape (2,) int32: the user's and the item's
 codes, each vocabulary with one extra slot for ids unseen in training. `rating` models
@@ -16,13 +17,15 @@ from dlmine.config.checks import list_size
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError
+from dlmine.model.autorec import autorec_vectors, build_autorec
 from dlmine.model.checks import apply_layers, shape_text
 
 SCORE_BATCH = 1 << 16
 
 
-def build_recommender(cfg: Config, src: Sources, info):
-    """The Keras model of `model.recommender` on the vocabularies of `info`.
+def build_recommender(cfg: Config, src: Sources, info, train: tuple | None = None):
+    """The Keras model of `model.recommender` on the vocabularies of `info` (and, for
+    `autorec`, the ratings of `train`, the training split's codes and ratings).
 
     Raises:
         ConfigError: a layer of `mlp` or of a tower does not fit its input, or the towers'
@@ -38,6 +41,8 @@ def build_recommender(cfg: Config, src: Sources, info):
     ids = keras.Input(shape=(2,), dtype="int32", name="ids")
     user, item = IdColumn(0, name="user_id")(ids), IdColumn(1, name="item_id")(ids)
     codes = {"user": user, "item": item}
+    if rec.type == "autorec":
+        return build_autorec(cfg, src, info, train, ids, user, item)
 
     def embedding(name, rows, size):
         reg = keras.regularizers.L2(rec.l2) if rec.l2 else None
@@ -166,6 +171,8 @@ def factors(model) -> tuple[np.ndarray, np.ndarray] | None:
     final activation (MF, GMF, two-tower); None for models that are not factorised (NCF,
     NeuMF)."""
     names = {layer.name for layer in model.layers}
+    if "item_ratings" in names:
+        return autorec_vectors(model)
     if "user_vector" in names:
         return _tower_vectors(model, names)
     if "user_embedding" not in names or "user_mlp_embedding" in names:
@@ -235,7 +242,9 @@ class Scorer:
 
 def item_vectors(model) -> np.ndarray:
     """The learned vectors of every item: a two-tower model's item tower outputs, else its
-    embeddings (GMF's and MLP's side by side)."""
+    embeddings (GMF's and MLP's side by side); an AutoRec model's item codes."""
+    if any(layer.name == "item_ratings" for layer in model.layers):
+        return autorec_vectors(model)[1][:, :-1]
     if any(layer.name == "item_vector" for layer in model.layers):
         return _tower_vectors(model, set())[1]
     names = [n for n in ("item_embedding", "item_mlp_embedding")

@@ -51,7 +51,8 @@ def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None,
         input_shape = prep.output_shape()
     except DataError as exc:
         raise ConfigError([src.problem(("preprocessing", "reshape"), str(exc))]) from None
-    model = build_model(cfg, src, input_shape, info.num_classes, source, info)
+    train = None if splits is None else (splits.x_train, splits.y_train)
+    model = build_model(cfg, src, input_shape, info.num_classes, source, info, train)
     return Prepared(loaded, model, info, prep, source, splits)
 
 
