@@ -6,7 +6,8 @@ split only picks its best epoch) and is scored on the same held-out rows and the
 sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 (between the recommender markers). `make movielens` first; `python benchmarks/recommend.py
 [SEEDS] [--rating-only]` (default 5) sets how many seeded random splits the rating
-comparison averages; `--rating-only` prints that comparison alone and writes nothing.
+comparison averages; `--rating-only` runs that comparison alone and rewrites only its rows
+(the ranking rows of docs/benchmarks.md are kept from the last full run).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from docblock import write_block  # noqa: E402
+from docblock import DOC, write_block  # noqa: E402
 
 from dlmine.config import load_config  # noqa: E402
 from dlmine.data import source_for  # noqa: E402
@@ -152,8 +153,12 @@ def main() -> None:
     seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     rating = rating_splits([configs / "movielens_mf.yaml", configs / "movielens_autorec.yaml"],
                            seeds)
-    if "--rating-only" in sys.argv:  # a quick look; docs/benchmarks.md is left as it is
-        print(table(rating, []))
+    if "--rating-only" in sys.argv:  # the ranking rows of docs/benchmarks.md stay as they are
+        text = table(rating, [])
+        print(text)
+        kept = DOC.read_text().split(BEGIN, 1)[1].split(END, 1)[0]
+        text = text[:text.index("Ranking (")] + kept[kept.index("Ranking ("):]
+        write_block(f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}", BEGIN, END)
         return
     ranking = ranking_peers(configs / "movielens_neumf.yaml")
     ranking.append(dlmine_run(configs / "movielens_neumf.yaml"))
