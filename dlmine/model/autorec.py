@@ -62,7 +62,7 @@ def build_autorec(cfg: Config, src: Sources, info, train: tuple | None, ids, use
                                      name="user_embedding")
     vector = keras.layers.Flatten(name="user_embedding_flat")(decoder(user))
     weights = decoder.get_weights()[0]
-    weights[-1] = 0.0  # the slot of users never seen in training: the items' mean rating
+    weights[-1] = 0.0  # the slot of users never seen in training: they get the global mean
     decoder.set_weights([weights])
     bias = keras.layers.Flatten(name="user_bias_flat")(keras.layers.Embedding(
         users, 1, embeddings_initializer="zeros", name="user_bias")(user))
