@@ -132,7 +132,7 @@ def rating_splits(configs: list[Path], seeds: int) -> list[tuple]:
     return rows
 
 
-def table(rating: list, ranking: list) -> str:
+def rating_table(rating: list) -> str:
     seeds = len(rating[0][1])
     lines = [f"Rating (the rating configs' split, random with 20 % test, over {seeds} "
              f"seeds 0..{seeds - 1}: mean ± standard deviation; dlmine's validation split, "
@@ -140,9 +140,13 @@ def table(rating: list, ranking: list) -> str:
              "", "| model | RMSE | MAE | seconds per split |", "|---|---|---|---|"]
     lines += [f"| {n} | {r.mean():.4f} ± {r.std():.4f} | {a.mean():.4f} ± {a.std():.4f} | "
               f"{s:.0f} |" for n, r, a, s in rating]
-    lines += ["", "Ranking (leave-last-out; sampled: 99 negatives; full: every unseen item):", "",
-              "| model | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | seconds |",
-              "|---|---|---|---|---|---|"]
+    return "\n".join(lines) + "\n\n"
+
+
+def ranking_table(ranking: list) -> str:
+    lines = ["Ranking (leave-last-out; sampled: 99 negatives; full: every unseen item):", "",
+             "| model | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | seconds |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {m['hr@10']:.3f} | {m['ndcg@10']:.3f} | {m['full_hr@10']:.3f} | "
               f"{m['full_ndcg@10']:.3f} | {s:.0f} |" for n, m, s in ranking]
     return "\n".join(lines) + "\n"
@@ -154,16 +158,14 @@ def main() -> None:
     rating = rating_splits([configs / "movielens_mf.yaml", configs / "movielens_autorec.yaml"],
                            seeds)
     if "--rating-only" in sys.argv:  # the ranking rows of docs/benchmarks.md stay as they are
-        text = table(rating, [])
-        print(text)
         kept = DOC.read_text().split(BEGIN, 1)[1].split(END, 1)[0]
-        text = text[:text.index("Ranking (")] + kept[kept.index("Ranking ("):]
-        write_block(f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}", BEGIN, END)
-        return
-    ranking = ranking_peers(configs / "movielens_neumf.yaml")
-    ranking.append(dlmine_run(configs / "movielens_neumf.yaml"))
-    ranking.append(dlmine_run(configs / "movielens_two_tower.yaml"))
-    text = table(rating, ranking)
+        ranking = kept[kept.index("Ranking ("):]
+    else:
+        results = ranking_peers(configs / "movielens_neumf.yaml")
+        results.append(dlmine_run(configs / "movielens_neumf.yaml"))
+        results.append(dlmine_run(configs / "movielens_two_tower.yaml"))
+        ranking = ranking_table(results)
+    text = rating_table(rating) + ranking
     print(text)
     write_block(f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}", BEGIN, END)
 

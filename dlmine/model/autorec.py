@@ -9,7 +9,8 @@ That is AutoRec's decoder read at one user, so batches of (user, item) rows trai
 AutoRec's objective: the squared error of the training ratings plus lambda / 2 times the
 squared weights (the `encoder` kernels and the users' vectors). The model still takes
 `ids` and outputs one rating, like every recommender, and top K over the catalogue is
-one matrix product of the users' vectors and the items' codes (`autorec_vectors`).
+one matrix product of the users' vectors and the items' codes
+(`dlmine.model.recommenders.factors`).
 """
 
 from __future__ import annotations
@@ -85,20 +86,3 @@ def rating_table(cfg: Config, users: int, items: int, train: tuple | None) -> np
         codes, ratings = train
         table[codes[:, 1], codes[:, 0]] = ratings
     return table
-
-
-def autorec_vectors(model) -> tuple[np.ndarray, np.ndarray]:
-    """(user vectors, item vectors) whose dot products are the model's ratings: each user's
-    decoder row with its bias plus the global mean, each item's code with a 1."""
-    import keras
-
-    table = model.get_layer("item_ratings")
-    ids = np.zeros((table.input_dim, 2), "int32")
-    ids[:, 1] = np.arange(table.input_dim)
-    encoder = keras.Model(model.inputs, model.get_layer("item_vector").output)
-    codes = np.asarray(encoder.predict(ids, batch_size=4096, verbose=0))
-    users = model.get_layer("user_embedding").get_weights()[0]
-    bias = model.get_layer("user_bias").get_weights()[0]
-    mean = float(model.get_layer("global_mean").get_weights()[0][0])
-    return (np.hstack([users, bias + mean]),
-            np.hstack([codes, np.ones((len(codes), 1), codes.dtype)]))

@@ -17,7 +17,7 @@ from dlmine.config.checks import list_size
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError
-from dlmine.model.autorec import autorec_vectors, build_autorec
+from dlmine.model.autorec import build_autorec
 from dlmine.model.checks import apply_layers, shape_text
 
 SCORE_BATCH = 1 << 16
@@ -172,7 +172,7 @@ def factors(model) -> tuple[np.ndarray, np.ndarray] | None:
     NeuMF)."""
     names = {layer.name for layer in model.layers}
     if "item_ratings" in names:
-        return autorec_vectors(model)
+        return _autorec_vectors(model)
     if "user_vector" in names:
         return _tower_vectors(model, names)
     if "user_embedding" not in names or "user_mlp_embedding" in names:
@@ -195,21 +195,36 @@ def factors(model) -> tuple[np.ndarray, np.ndarray] | None:
 def _tower_vectors(model, names: set) -> tuple[np.ndarray, np.ndarray]:
     """Every user's and every item's tower output (one pass of each tower), with the global
     mean of a rating model as one more column."""
-    import keras
-
-    out = []
-    for side, column in (("user", 0), ("item", 1)):
-        rows = model.get_layer(f"{side}_embedding").input_dim
-        ids = np.zeros((rows, 2), "int32")
-        ids[:, column] = np.arange(rows)
-        tower = keras.Model(model.inputs, model.get_layer(f"{side}_vector").output)
-        out.append(np.asarray(tower.predict(ids, batch_size=SCORE_BATCH, verbose=0)))
-    users, items = out
+    users, items = (_each_code(model, f"{side}_vector", column,
+                               model.get_layer(f"{side}_embedding").input_dim)
+                    for side, column in (("user", 0), ("item", 1)))
     if "global_mean" in names:
         mean = float(model.get_layer("global_mean").get_weights()[0][0])
         users = np.hstack([users, np.ones((len(users), 1), users.dtype)])
         items = np.hstack([items, np.full((len(items), 1), mean, items.dtype)])
     return users, items
+
+
+def _autorec_vectors(model) -> tuple[np.ndarray, np.ndarray]:
+    """An AutoRec model's (user vectors, item vectors): each user's decoder row with its
+    bias plus the global mean, each item's code (one pass of the encoder) with a 1."""
+    codes = _each_code(model, "item_vector", 1, model.get_layer("item_ratings").input_dim)
+    users = model.get_layer("user_embedding").get_weights()[0]
+    bias = model.get_layer("user_bias").get_weights()[0]
+    mean = float(model.get_layer("global_mean").get_weights()[0][0])
+    return (np.hstack([users, bias + mean]),
+            np.hstack([codes, np.ones((len(codes), 1), codes.dtype)]))
+
+
+def _each_code(model, output: str, column: int, rows: int) -> np.ndarray:
+    """The output of layer `output` for every code 0..rows-1 in `ids` column `column` (the
+    other column 0): a tower or an encoder run once over every user or item."""
+    import keras
+
+    ids = np.zeros((rows, 2), "int32")
+    ids[:, column] = np.arange(rows)
+    part = keras.Model(model.inputs, model.get_layer(output).output)
+    return np.asarray(part.predict(ids, batch_size=SCORE_BATCH, verbose=0))
 
 
 def list_loss(cfg: Config):
@@ -244,7 +259,7 @@ def item_vectors(model) -> np.ndarray:
     """The learned vectors of every item: a two-tower model's item tower outputs, else its
     embeddings (GMF's and MLP's side by side); an AutoRec model's item codes."""
     if any(layer.name == "item_ratings" for layer in model.layers):
-        return autorec_vectors(model)[1][:, :-1]
+        return _autorec_vectors(model)[1][:, :-1]
     if any(layer.name == "item_vector" for layer in model.layers):
         return _tower_vectors(model, set())[1]
     names = [n for n in ("item_embedding", "item_mlp_embedding")
