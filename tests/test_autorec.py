@@ -135,6 +135,7 @@ def test_each_fold_holds_its_own_training_ratings(tmp_path):
 
 def test_autorec_config_mistakes_are_named_at_once(tmp_path):
     text = (CONFIG.replace("task: rating", "task: ranking")
+            .replace("    l2: 1\n", "    l2: 1\n    factors: 8\n")
             .replace("    encoder:\n      - Dense: {units: 16, activation: sigmoid}\n", ""))
     (tmp_path / "cfg.yaml").write_text(text)
     result = run_cli("check", tmp_path / "cfg.yaml")
@@ -144,6 +145,9 @@ def test_autorec_config_mistakes_are_named_at_once(tmp_path):
     assert ("cfg.yaml:11: model.recommender.type: type: autorec learns ratings (task: rating), "
             "received task: ranking; for ranking use mf, gmf, ncf, neumf or two_tower"
             ) in result.output
+    assert ("cfg.yaml:13: model.recommender.factors: type: autorec has no embeddings of size "
+            "`factors`: an item's code is as wide as the encoder's last layer; remove "
+            "`factors`") in result.output
     (tmp_path / "mf.yaml").write_text(CONFIG.replace("type: autorec", "type: mf"))
     result = run_cli("check", tmp_path / "mf.yaml")
     assert result.exit_code == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dlmine.config.loading import Sources, suggest
-from dlmine.config.schema import COLUMN_KINDS, NAME_PATTERN, SIDE_KINDS, Config
+from dlmine.config.schema import COLUMN_KINDS, NAME_PATTERN, SIDE_KINDS, Config, RecommenderConfig
 from dlmine.errors import Problem
 
 CLASSIFICATION_LOSSES = {"sparse_categorical_crossentropy", "categorical_crossentropy",
@@ -265,6 +265,11 @@ def _check_recommender(cfg: Config, src: Sources) -> list[Problem]:
     if rec.type != "autorec" and rec.encoder:
         problems.append(src.problem(where + ("encoder",), f"type: {rec.type} has no encoder; "
                                     "remove `encoder`, or use type: autorec"))
+    # a run's config.yaml holds every default: only a size other than the default is refused
+    if rec.type == "autorec" and rec.factors != RecommenderConfig.factors:
+        problems.append(src.problem(where + ("factors",), "type: autorec has no embeddings of "
+                                    "size `factors`: an item's code is as wide as the "
+                                    "encoder's last layer; remove `factors`"))
     if rec.type == "autorec" and cfg.dataset.task != "rating":
         problems.append(src.problem(where + ("type",), "type: autorec learns ratings (task: "
                                     f"rating), received task: {cfg.dataset.task}; for ranking "

@@ -259,7 +259,8 @@ class RecommenderConfig:
         "layers over each item's training ratings, one value per user, decoded by the dot "
         "product with a learned vector of the user, a user bias and the global mean).", "mf")
     factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`; of each "
-                       "tower's input in `two_tower`).", 32,
+                       "tower's input in `two_tower`; `autorec` takes its width from the "
+                       "encoder's last layer and refuses another size).", 32,
                        check=_positive)
     mlp_factors: int | None = doc(
         "Size of the embeddings of the MLP part of `ncf` and `neumf`; null: `factors`.",
