@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -279,3 +280,16 @@ def test_mixed_precision_computes_in_bfloat16_on_cpu_with_float32_outputs(cli, t
     model = keras.saving.load_model(run / "model.keras")
     assert model.layers[1].dtype_policy.name == "mixed_bfloat16"
     assert model.layers[-1].name == "float32_output" and model.output.dtype == "float32"
+    # export and explain take the same weights computing in float32: converters refuse the
+    # 16-bit casts (ONNX: "MatMul bound to different types"), and gradients want full precision
+    from dlmine.model.io import in_float32
+
+    copy = in_float32(model)
+    assert copy is not model and {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    for a, b in zip(copy.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=2e-2)
+    assert in_float32(copy) is copy
+    exported = cli("export", run, "--format", "tflite")  # TFLite: "MatMul is neither a custom op"
+    assert exported.exit_code == 0, exported.output

@@ -60,6 +60,40 @@ def load_model_file(path: Path, which: str = "model"):
                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
+def in_float32(model):
+    """`model` computing in float32: itself, or a copy of a mixed-precision model.
+
+    Mixed precision keeps the weights in float32 and computes in 16 bits; converters (ONNX,
+    TFLite) reject the casts it leaves in the graph, and gradients taken through bfloat16 are
+    coarse. The copy is rebuilt from the model's config with every layer's policy float32 and
+    given the same weights, so it computes what the checkpoint holds, at full precision.
+    """
+    config = model.get_config()
+    if not _mixed(config):
+        return model
+    copy = model.__class__.from_config(_as_float32(config))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _mixed(config) -> bool:
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return str(config.get("config", {}).get("name", "")).startswith("mixed_")
+        return any(_mixed(v) for v in config.values())
+    return isinstance(config, list) and any(_mixed(v) for v in config)
+
+
+def _as_float32(config):
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config.get("config", {}), "name": "float32"}}
+        return {k: _as_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_as_float32(v) for v in config]
+    return config
+
+
 def load_with_fallback(run: RunDir, checkpoint: str, reporter: Reporter):
     """The asked-for checkpoint, or the other one when it is damaged (with a warning)."""
     try:

@@ -36,7 +36,7 @@ from dlmine.backend.gradients import gradient
 from dlmine.console import Reporter
 from dlmine.data import Preprocessor, source_for
 from dlmine.errors import DlmineError, UsageError
-from dlmine.model.io import load_checkpoint
+from dlmine.model.io import in_float32, load_checkpoint
 from dlmine.results import plots
 from dlmine.results.recommend import Recommender
 from dlmine.rundir import RunDir, atomic_write
@@ -68,7 +68,7 @@ def explain_run(run_dir: Path, split: str = "test", samples: int = 8, checkpoint
     if cfg.dataset.name == "interactions":  # the recommender reads its data and model
         return _write(run, _explain_recommender(run, split, samples, checkpoint), [], None)
     splits = source_for(cfg.dataset).load(cfg.seed)
-    model = load_checkpoint(run, checkpoint)
+    model = in_float32(load_checkpoint(run, checkpoint))  # gradients at full precision
     raw, y = splits.split(split)
     if raw is None or len(y) == 0:
         raise UsageError(f"the run has no {split} split")

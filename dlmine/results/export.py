@@ -3,7 +3,8 @@
 Each export is written to a temporary name beside its target, loaded back with the
 format's own runtime and run on a few test samples; only when its predictions match the
 Keras model's (within `ATOL`) does it replace the target, so a failed export never leaves
-a broken file where a good one was.
+a broken file where a good one was. A checkpoint trained with mixed precision is exported
+computing in float32, its weights unchanged (they are float32 under mixed precision too).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dlmine.backend.runtime import silenced
 from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source
 from dlmine.errors import DlmineError, UsageError
-from dlmine.model.io import load_checkpoint
+from dlmine.model.io import in_float32, load_checkpoint
 from dlmine.results.predict import source_of, split_inputs
 from dlmine.rundir import RunDir, fsync_dir
 
@@ -73,7 +74,7 @@ def export_run(run_dir: Path, fmt: str, output: Path | None, checkpoint: str, re
     run.check_config(warn=reporter.warn)
     target = export_path(run, fmt, output)
     require(fmt)
-    model = load_checkpoint(run, checkpoint)
+    model = in_float32(load_checkpoint(run, checkpoint))  # converters refuse 16-bit casts
     source = source_of(run)
     x, inputs = check_inputs(run, source, reporter)
     expected = np.asarray(model.predict(source.as_input(x), verbose=0))
