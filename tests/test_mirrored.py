@@ -84,7 +84,7 @@ def test_mirrored_needs_the_tensorflow_backend(tmp_path, tiny_npz):
     assert result.returncode == 2
     assert result.stderr == (
         "Error: 1 problem in the config:\n"
-        f"  {cfg}:15: training.distribution: mirrored needs the TensorFlow backend "
+        f"  {cfg}:16: training.distribution: mirrored needs the TensorFlow backend "
         "(tf.distribute.MirroredStrategy), but KERAS_BACKEND is jax; run with "
         "KERAS_BACKEND=tensorflow, or set distribution: none\n")
 

@@ -3,8 +3,9 @@
 Each export is written to a temporary name beside its target, loaded back with the
 format's own runtime and run on a few test samples; only when its predictions match the
 Keras model's (within `ATOL`) does it replace the target, so a failed export never leaves
-a broken file where a good one was. A checkpoint trained with mixed precision is exported
-computing in float32, its weights unchanged (they are float32 under mixed precision too).
+a broken file where a good one was. A checkpoint trained with mixed precision goes to ONNX
+and TFLite computing in float32, its weights unchanged (they are float32 under mixed
+precision too); `keras` and `savedmodel` keep its policy.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "tflite": ".tflite"}  # savedmod
 CHECK_SAMPLES = 8
 ATOL = 1e-4  # float32 graphs rewritten by a converter differ in the last digits
 RTOL = 1e-5  # of the largest output: a regression predicting 300 may differ by 3e-3
+FLOAT32_ONLY = {"onnx", "tflite"}  # their converters refuse mixed precision's 16-bit casts
 INSTALL_HINT = "pip install 'dlmine[export]'"
 
 
@@ -74,7 +76,9 @@ def export_run(run_dir: Path, fmt: str, output: Path | None, checkpoint: str, re
     run.check_config(warn=reporter.warn)
     target = export_path(run, fmt, output)
     require(fmt)
-    model = in_float32(load_checkpoint(run, checkpoint))  # converters refuse 16-bit casts
+    model = load_checkpoint(run, checkpoint)
+    if fmt in FLOAT32_ONLY:
+        model = in_float32(model)
     source = source_of(run)
     x, inputs = check_inputs(run, source, reporter)
     expected = np.asarray(model.predict(source.as_input(x), verbose=0))
