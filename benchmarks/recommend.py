@@ -5,9 +5,13 @@ The splits and the ranking candidates are dlmine's own (`InteractionsSource.load
 split only picks its best epoch) and is scored on the same held-out rows and the same 99
 sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 (between the recommender markers). `make movielens` first; `python benchmarks/recommend.py
-[SEEDS] [--rating-only]` (default 5) sets how many seeded random splits the rating
-comparison averages; `--rating-only` runs that comparison alone and rewrites only its rows
-(the ranking rows of docs/benchmarks.md are kept from the last full run).
+[SEEDS] [--rating-only | --ranking-only]` (default 5) sets how many seeded random splits the
+rating comparison averages; `--rating-only` runs that comparison alone and rewrites only its
+rows, `--ranking-only` the ranking one (the other rows of docs/benchmarks.md are kept from
+the last run). Each dlmine ranking config trains with `RANKING_SEEDS` seeds (its own, 42, then
+1 and 2): the seed draws the model's initialisation, its negatives and its 99 evaluation
+candidates, so the row is their mean ± standard deviation; the peers score the candidates of
+seed 42, as the first dlmine run does.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dlmine.data import source_for  # noqa: E402
 from dlmine.results.recommend_metrics import candidates_for, full_ranking, ranks_metrics, sampled_ranks  # noqa: E402
 
 BEGIN, END = "<!-- recommend-benchmark -->", "<!-- end of recommend-benchmark -->"
+RANKING_SEEDS = (42, 1, 2)
+RANKING_CONFIGS = ("movielens_neumf", "movielens_two_tower", "movielens_dae")
 
 
 class Table:
@@ -143,29 +149,51 @@ def rating_table(rating: list) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def ranking_seeds(config: Path) -> tuple:
+    """One dlmine ranking config over `RANKING_SEEDS`: (name, {metric: values}, seconds)."""
+    runs = []
+    for seed in RANKING_SEEDS:
+        runs.append(dlmine_run(config, seed))
+        print(f"seed {seed}: {runs[-1][0]}: HR@10 {runs[-1][1]['hr@10']:.4f} NDCG@10 "
+              f"{runs[-1][1]['ndcg@10']:.4f}", flush=True)
+    values = {k: np.array([m[k] for _, m, _ in runs]) for k in runs[0][1]}
+    return runs[0][0], values, float(np.mean([s for _, _, s in runs]))
+
+
 def ranking_table(ranking: list) -> str:
-    lines = ["Ranking (leave-last-out; sampled: 99 negatives; full: every unseen item):", "",
+    seeds = ", ".join(map(str, RANKING_SEEDS))
+    lines = ["Ranking (leave-last-out; sampled: 99 negatives; full: every unseen item; dlmine "
+             f"rows: mean ± standard deviation over seeds {seeds}, each drawing its own 99 "
+             "candidates; the peers score seed 42's):", "",
              "| model | HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | seconds |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {n} | {m['hr@10']:.3f} | {m['ndcg@10']:.3f} | {m['full_hr@10']:.3f} | "
-              f"{m['full_ndcg@10']:.3f} | {s:.0f} |" for n, m, s in ranking]
+
+    def cell(value) -> str:
+        value = np.asarray(value, dtype=float)
+        return f"{value.mean():.3f}" if value.size == 1 else f"{value.mean():.3f} ± {value.std():.3f}"
+
+    lines += [f"| {n} | {cell(m['hr@10'])} | {cell(m['ndcg@10'])} | {cell(m['full_hr@10'])} | "
+              f"{cell(m['full_ndcg@10'])} | {s:.0f} |" for n, m, s in ranking]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     configs = ROOT / "configs"
-    seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    rating = rating_splits([configs / "movielens_mf.yaml", configs / "movielens_autorec.yaml"],
-                           seeds)
+    numbers = [a for a in sys.argv[1:] if not a.startswith("--")]
+    seeds = int(numbers[0]) if numbers else 5
+    kept = DOC.read_text().split(BEGIN, 1)[1].split(END, 1)[0]
+    if "--ranking-only" in sys.argv:  # the rating rows of docs/benchmarks.md stay as they are
+        rating = kept[kept.index("Rating ("):kept.index("Ranking (")]
+    else:
+        rating = rating_table(rating_splits([configs / "movielens_mf.yaml",
+                                             configs / "movielens_autorec.yaml"], seeds))
     if "--rating-only" in sys.argv:  # the ranking rows of docs/benchmarks.md stay as they are
-        kept = DOC.read_text().split(BEGIN, 1)[1].split(END, 1)[0]
         ranking = kept[kept.index("Ranking ("):]
     else:
         results = ranking_peers(configs / "movielens_neumf.yaml")
-        results.append(dlmine_run(configs / "movielens_neumf.yaml"))
-        results.append(dlmine_run(configs / "movielens_two_tower.yaml"))
+        results += [ranking_seeds(configs / f"{name}.yaml") for name in RANKING_CONFIGS]
         ranking = ranking_table(results)
-    text = rating_table(rating) + ranking
+    text = rating + ranking
     print(text)
     write_block(f"{BEGIN}\n## Recommenders on MovieLens-100K\n\n{text}{END}", BEGIN, END)
 

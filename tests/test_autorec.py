@@ -143,7 +143,7 @@ def test_autorec_config_mistakes_are_named_at_once(tmp_path):
     assert ("cfg.yaml:10: model.recommender: type: autorec needs `encoder:`, its layers, e.g. "
             "`- Dense: {units: 500, activation: sigmoid}`") in result.output
     assert ("cfg.yaml:11: model.recommender.type: type: autorec learns ratings (task: rating), "
-            "received task: ranking; for ranking use mf, gmf, ncf, neumf or two_tower"
+            "received task: ranking; for ranking use mf, gmf, ncf, neumf, two_tower or dae"
             ) in result.output
     assert ("cfg.yaml:13: model.recommender.factors: type: autorec has no embeddings of size "
             "`factors`: an item's code is as wide as the encoder's last layer; remove "
@@ -152,7 +152,7 @@ def test_autorec_config_mistakes_are_named_at_once(tmp_path):
     result = run_cli("check", tmp_path / "mf.yaml")
     assert result.exit_code == 2
     assert ("mf.yaml:13: model.recommender.encoder: type: mf has no encoder; remove `encoder`, "
-            "or use type: autorec") in result.output
+            "or use type: autorec or dae") in result.output
 
 
 def test_a_table_over_the_limit_is_refused_before_training(tmp_path, monkeypatch):

@@ -259,22 +259,31 @@ def _check_recommender(cfg: Config, src: Sources) -> list[Problem]:
         if rec.type != "two_tower" and getattr(rec, tower):
             problems.append(src.problem(where + (tower,), f"type: {rec.type} has no towers; "
                                         f"remove `{tower}`, or use type: two_tower"))
-    if rec.type == "autorec" and not rec.encoder:
-        problems.append(src.problem(where, "type: autorec needs `encoder:`, its layers, e.g. "
-                                    "`- Dense: {units: 500, activation: sigmoid}`"))
-    if rec.type != "autorec" and rec.encoder:
+    encoded = rec.type in ("autorec", "dae")
+    if encoded and not rec.encoder:
+        example = ("`- Dense: {units: 500, activation: sigmoid}`" if rec.type == "autorec" else
+                   "`- Dropout: {rate: 0.5}` then `- Dense: {units: 64, activation: tanh}`")
+        problems.append(src.problem(where, f"type: {rec.type} needs `encoder:`, its layers, "
+                                    f"e.g. {example}"))
+    if not encoded and rec.encoder:
         problems.append(src.problem(where + ("encoder",), f"type: {rec.type} has no encoder; "
-                                    "remove `encoder`, or use type: autorec"))
+                                    "remove `encoder`, or use type: autorec or dae"))
     # a run's config.yaml holds every default: only a size other than the default is refused
-    if rec.type == "autorec" and rec.factors != RecommenderConfig.factors:
-        problems.append(src.problem(where + ("factors",), "type: autorec has no embeddings of "
-                                    "size `factors`: an item's code is as wide as the "
+    if encoded and rec.factors != RecommenderConfig.factors:
+        side = "an item's code" if rec.type == "autorec" else "a user's vector"
+        problems.append(src.problem(where + ("factors",), f"type: {rec.type} has no embeddings "
+                                    f"of size `factors`: {side} is as wide as the "
                                     "encoder's last layer; remove `factors`"))
     if rec.type == "autorec" and cfg.dataset.task != "rating":
         problems.append(src.problem(where + ("type",), "type: autorec learns ratings (task: "
                                     f"rating), received task: {cfg.dataset.task}; for ranking "
-                                    "use mf, gmf, ncf, neumf or two_tower"))
-    if rec.type in ("mf", "gmf", "autorec"):
+                                    "use mf, gmf, ncf, neumf, two_tower or dae"))
+    if rec.type == "dae" and cfg.dataset.task != "ranking":
+        problems.append(src.problem(where + ("type",), "type: dae learns which items a user "
+                                    "interacts with (task: ranking), received task: "
+                                    f"{cfg.dataset.task}; for ratings use mf, gmf, ncf, neumf, "
+                                    "two_tower or autorec"))
+    if rec.type in ("mf", "gmf", "autorec", "dae"):
         for side in ("user", "item"):
             if getattr(inter, f"{side}_features"):
                 problems.append(src.problem(("dataset", "interactions", f"{side}_features"),

@@ -16,7 +16,7 @@ from typing import Any, Literal
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits")
 TABLE_FORMATS = ("csv", "parquet")
 DATASET_NAMES = (*BUILTIN_DATASETS, "npz", *TABLE_FORMATS, "text", "images", "interactions")
-RECOMMENDERS = ("mf", "gmf", "ncf", "neumf", "two_tower", "autorec")
+RECOMMENDERS = ("mf", "gmf", "ncf", "neumf", "two_tower", "autorec", "dae")
 RANKING_LOSSES = ("pointwise", "pairwise", "pairwise_hinge", "listwise")
 SIDE_KINDS = ("numeric", "categorical", "embedding", "multi")  # of side-table columns
 COLUMN_KINDS = ("numeric", "categorical", "embedding", "ignore")  # of table columns
@@ -257,10 +257,13 @@ class RecommenderConfig:
         "`two_tower` (`user_tower` and `item_tower` of layers over each side's embedding and "
         "features, scored by their dot product) or `autorec` (rating: I-AutoRec, the `encoder` "
         "layers over each item's training ratings, one value per user, decoded by the dot "
-        "product with a learned vector of the user, a user bias and the global mean).", "mf")
+        "product with a learned vector of the user, a user bias and the global mean) or `dae` "
+        "(ranking: a denoising autoencoder of the user's history, the `encoder` layers over "
+        "the items the user interacted with in training, scored by the dot product with a "
+        "learned vector of the item plus the item's bias).", "mf")
     factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`; of each "
-                       "tower's input in `two_tower`; `autorec` takes its width from the "
-                       "encoder's last layer and refuses another size).", 32,
+                       "tower's input in `two_tower`; `autorec` and `dae` take their width "
+                       "from the encoder's last layer and refuse another size).", 32,
                        check=_positive)
     mlp_factors: int | None = doc(
         "Size of the embeddings of the MLP part of `ncf` and `neumf`; null: `factors`.",
@@ -278,7 +281,11 @@ class RecommenderConfig:
         "`autorec`: the layers over an item's vector of training ratings (one value per user, "
         "0 where the user did not rate it), written like `model.layers`, e.g. `- Dense: "
         "{units: 500, activation: sigmoid}`; the last layer's width is that of the users' "
-        "decoding vectors.", factory=list)
+        "decoding vectors. `dae`: the layers over a user's training history (1 for each "
+        "item the user interacted with, the scored item left out, divided by the square root "
+        "of their number), e.g. `- Dropout: {rate: 0.5}` then `- Dense: {units: 64, "
+        "activation: tanh}`; the last layer's width is that of the items' vectors.",
+        factory=list)
     loss: Literal[RANKING_LOSSES] = doc(
         "Ranking: `pointwise` (binary cross-entropy of each positive and sampled negative, "
         "sigmoid output), or, over each positive with its `negatives` as one list (raw-score "

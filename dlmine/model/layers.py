@@ -123,6 +123,25 @@ class GlobalBias(keras.layers.Layer):
         return {**super().get_config(), "initial": self.initial}
 
 
+@keras.saving.register_keras_serializable(package="dlmine")
+class HistoryRow(keras.layers.Layer):
+    """A user's history row without the item being scored, divided by the square root of
+    what is left: `(row (batch, items), item code (batch, 1))` -> `(batch, items)`.
+
+    Leaving the scored item out keeps a training positive from reading its own label; the
+    square root keeps a heavy user's row as loud as a light user's.
+    """
+
+    def call(self, inputs):
+        row, item = inputs
+        row = row * (1.0 - ops.one_hot(ops.reshape(item, (-1,)), ops.shape(row)[-1],
+                                        dtype=row.dtype))
+        return row / ops.sqrt(ops.maximum(ops.sum(row, axis=-1, keepdims=True), 1.0))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 LIST_LOSSES = {"pairwise": "PairwiseLogisticLoss", "pairwise_hinge": "PairwiseHingeLoss",
                "listwise": "ListMLELoss"}  # `model.recommender.loss` -> keras_rs.losses
 

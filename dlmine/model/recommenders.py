@@ -1,5 +1,6 @@
-"""Recommenders from `model.recommender`: MF, GMF, NCF, NeuMF, two-tower and AutoRec
-(`dlmine.model.autorec`) over (user, item) codes.
+"""Recommenders from `model.recommender`: MF, GMF, NCF, NeuMF, two-tower, AutoRec
+(`dlmine.model.autorec`) and the history autoencoder (`dlmine.model.dae`) over (user, item)
+codes.
 
 Every model takes one input, `ids`, of shape (2,) int32: the user's and the item's
 codes, each vocabulary with one extra slot for ids unseen in training. `rating` models
@@ -19,6 +20,7 @@ from dlmine.config.schema import Config
 from dlmine.errors import ConfigError
 from dlmine.model.autorec import build_autorec
 from dlmine.model.checks import apply_layers, shape_text
+from dlmine.model.dae import build_dae
 
 SCORE_BATCH = 1 << 16
 
@@ -58,6 +60,8 @@ def build_recommender(cfg: Config, src: Sources, info, train: tuple | None = Non
     sides = [v for v in (side["user"], side["item"]) if v is not None]
     # a pointwise loss scores a probability; a list loss (keras-rs) compares raw scores
     activation = "sigmoid" if task == "ranking" and rec.loss == "pointwise" else None
+    if rec.type == "dae":
+        return build_dae(cfg, src, info, train, ids, user, item, activation)
     if rec.type == "two_tower":
         return _two_tower(cfg, src, info, ids, embedding(
             "user_embedding", users, rec.factors), embedding(
@@ -173,6 +177,8 @@ def factors(model) -> tuple[np.ndarray, np.ndarray] | None:
     names = {layer.name for layer in model.layers}
     if "item_ratings" in names:
         return _autorec_vectors(model)
+    if "user_history" in names:
+        return _history_vectors(model)
     if "user_vector" in names:
         return _tower_vectors(model, names)
     if "user_embedding" not in names or "user_mlp_embedding" in names:
@@ -216,12 +222,23 @@ def _autorec_vectors(model) -> tuple[np.ndarray, np.ndarray]:
             np.hstack([codes, np.ones((len(codes), 1), codes.dtype)]))
 
 
-def _each_code(model, output: str, column: int, rows: int) -> np.ndarray:
+def _history_vectors(model) -> tuple[np.ndarray, np.ndarray]:
+    """A history autoencoder's (user vectors, item vectors): each user's encoded history
+    with a 1, each item's vector with its bias. The users' pass scores the slot of unseen
+    items, which no history holds, so every history is read whole."""
+    history = model.get_layer("user_history")
+    users = _each_code(model, "user_vector", 0, history.input_dim, other=history.output_dim - 1)
+    items = model.get_layer("item_embedding").get_weights()[0]
+    bias = model.get_layer("item_bias").get_weights()[0]
+    return np.hstack([users, np.ones((len(users), 1), users.dtype)]), np.hstack([items, bias])
+
+
+def _each_code(model, output: str, column: int, rows: int, other: int = 0) -> np.ndarray:
     """The output of layer `output` for every code 0..rows-1 in `ids` column `column` (the
-    other column 0): a tower or an encoder run once over every user or item."""
+    other column `other`): a tower or an encoder run once over every user or item."""
     import keras
 
-    ids = np.zeros((rows, 2), "int32")
+    ids = np.full((rows, 2), other, "int32")
     ids[:, column] = np.arange(rows)
     part = keras.Model(model.inputs, model.get_layer(output).output)
     return np.asarray(part.predict(ids, batch_size=SCORE_BATCH, verbose=0))
