@@ -38,7 +38,7 @@ model:
 training:
   epochs: 2
   batch_size: 16
-  mixed_precision: false  # bfloat16 (auto on a CPU with AMX) shows the sums' order at 1e-3
+  mixed_precision: false  # in bfloat16 the sums' order shows at 1e-3
 """
 # Measured on CPU, in float32: the histories and test metrics of two processes are those of one to the
 # last bit; the weights differ by at most 1.5e-8 (the order of the gradient sums differs).

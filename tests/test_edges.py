@@ -229,7 +229,7 @@ def failed_folds(work):
     """`train --folds 2` whose first fold diverges (SGD, learning rate 1e12): (result, parent)."""
     config = write_config(work, TINY.replace("batch_size: 16", "batch_size: 16\n  optimizer: "
                                              "{name: sgd, learning_rate: 1.0e+12}\n"
-                                             # in bfloat16 (auto on a CPU with AMX) the
+                                             # in bfloat16 (mixed precision) the
                                              # loss saturates instead of turning NaN
                                              "  mixed_precision: false"),
                           "diverging.yaml")

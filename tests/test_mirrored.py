@@ -20,7 +20,7 @@ from tests.conftest import ROOT, TINY_CONFIG, write_config
 # Keras averages the replicas' mean losses, which is the batch's mean loss only when the
 # replicas get as many samples each; an uneven last batch differs by about 1e-4.
 CONFIG = (TINY_CONFIG.replace("validation_split: 0.25", "validation_split: 0.2")
-          + "  mixed_precision: false  # bfloat16 (auto with AMX) shows the sums' order at 1e-3\n")
+          + "  mixed_precision: false  # in bfloat16 the sums' order shows at 1e-3\n")
 MIRRORED = CONFIG + "  distribution: mirrored\n"
 # Measured: the losses of the two runs differ by 1.2e-7 relative (float32 sums in another
 # order); 1e-5 leaves room for other CPUs and TensorFlow versions.

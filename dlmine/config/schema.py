@@ -392,8 +392,9 @@ class TrainingConfig:
         "Compute in 16-bit floats, keep the weights in 32 (Keras' mixed precision policy): "
         "`true` is `mixed_float16` on a GPU, `mixed_bfloat16` on a CPU; `false` is float32; "
         "`auto` is `mixed_bfloat16` on GPUs with bfloat16 tensor cores (compute capability 8 "
-        "and up) and on CPUs with AMX bfloat16 units, `mixed_float16` on GPUs of compute "
-        "capability 7, float32 elsewhere. `run.json` records the policy used (`precision`).",
+        "and up), `mixed_float16` on GPUs of compute capability 7, float32 elsewhere, CPUs "
+        "with AMX included (measured there: no faster on TensorFlow, several times slower "
+        "on JAX). `run.json` records the policy used (`precision`).",
         "auto")
     tensorboard: bool = doc(
         "Write TensorBoard logs to `RUN_DIR/tensorboard/` (`keras.callbacks.TensorBoard`).", False)
