@@ -17,7 +17,7 @@ from dlmine.data import source_for
 from dlmine.errors import DataError
 from dlmine.model import dae
 from dlmine.model.io import load_model_file
-from dlmine.model.recommenders import Scorer, factors, item_vectors
+from dlmine.model.recommenders import ROW_VALUES, SCORE_BATCH, Scorer, factors, item_vectors, score_batch
 from tests.test_recommend import GROUP_ITEMS, planted
 
 CONFIG = """
@@ -106,6 +106,9 @@ def test_a_positive_does_not_read_itself_and_unseen_scores_are_one_product(train
         np.testing.assert_allclose(1 / (1 + np.exp(-logits[u, unseen])), p, atol=1e-5)
     np.testing.assert_array_equal(item_vectors(model), model.get_layer(
         "item_embedding").get_weights()[0])
+    # a predict batch holds at most ROW_VALUES history values (a wide catalogue: fewer pairs)
+    assert score_batch(model) == min(SCORE_BATCH, ROW_VALUES // items)
+    assert score_batch(type("Peer", (), {"layers": []})()) == SCORE_BATCH
 
 
 def test_recommend_similar_and_export_work_on_a_dae_run(trained):

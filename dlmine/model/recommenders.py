@@ -22,7 +22,8 @@ from dlmine.model.autorec import build_autorec
 from dlmine.model.checks import apply_layers, shape_text
 from dlmine.model.dae import build_dae
 
-SCORE_BATCH = 1 << 16
+SCORE_BATCH = 1 << 16  # (user, item) pairs per predict batch
+ROW_VALUES = 1 << 24  # values of held rows per predict batch (autorec, dae): 64 MiB each
 
 
 def build_recommender(cfg: Config, src: Sources, info, train: tuple | None = None):
@@ -241,7 +242,16 @@ def _each_code(model, output: str, column: int, rows: int, other: int = 0) -> np
     ids = np.full((rows, 2), other, "int32")
     ids[:, column] = np.arange(rows)
     part = keras.Model(model.inputs, model.get_layer(output).output)
-    return np.asarray(part.predict(ids, batch_size=SCORE_BATCH, verbose=0))
+    return np.asarray(part.predict(ids, batch_size=score_batch(model), verbose=0))
+
+
+def score_batch(model) -> int:
+    """Pairs per predict batch: `SCORE_BATCH`, or fewer for a model that reads a held row
+    of the catalogue per pair (AutoRec's item ratings, a `dae` user's history), so that a
+    batch of those rows holds at most `ROW_VALUES` values."""
+    width = max((layer.output_dim for layer in model.layers
+                 if layer.name in ("item_ratings", "user_history")), default=0)
+    return SCORE_BATCH if not width else max(1, min(SCORE_BATCH, ROW_VALUES // width))
 
 
 def list_loss(cfg: Config):
@@ -268,7 +278,7 @@ class Scorer:
         pairs = np.stack([np.repeat(users, self.num_items),
                           np.tile(np.arange(self.num_items), len(users))],
                          axis=1).astype("int32")
-        scores = self.model.predict(pairs, batch_size=SCORE_BATCH, verbose=0)
+        scores = self.model.predict(pairs, batch_size=score_batch(self.model), verbose=0)
         return np.asarray(scores).reshape(len(users), self.num_items)
 
 

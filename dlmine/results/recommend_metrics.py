@@ -20,9 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from dlmine.data.sampling import is_member, sample_unseen
-from dlmine.model.recommenders import Scorer
+from dlmine.model.recommenders import Scorer, score_batch
 
-SCORE_BATCH = 1 << 16  # (user, item) pairs per predict batch
 FULL_PAIRS = 1 << 21  # pairs scored at once in the full ranking
 
 
@@ -59,7 +58,7 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
 def score_pairs(model, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The model's score of each (user, item) pair."""
     x = np.stack([users, items], axis=1).astype("int32")
-    return np.asarray(model.predict(x, batch_size=SCORE_BATCH, verbose=0)).reshape(-1)
+    return np.asarray(model.predict(x, batch_size=score_batch(model), verbose=0)).reshape(-1)
 
 
 def sampled_ranks(model, x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
