@@ -75,14 +75,26 @@ def build_autorec(cfg: Config, src: Sources, info, train: tuple | None, ids, use
 
 def rating_table(cfg: Config, users: int, items: int, train: tuple | None) -> np.ndarray:
     """`(items, users)` float32: each training rating at its (item, user) codes, else 0."""
-    if items * users > MAX_VALUES:
-        raise DataError(f"{cfg.dataset.path}: type: autorec holds every item's ratings by "
-                        f"every user in the model, {items - 1} items x {users - 1} users = "
-                        f"{(items - 1) * (users - 1):,} values (4 bytes each), over its "
-                        f"limit of {MAX_VALUES:,}; use type: mf or two_tower, whose memory "
-                        "follows the embeddings")
+    refuse_oversized(cfg, "every item's ratings by every user", (items, "items"),
+                     (users, "users"), "type: mf or two_tower", MAX_VALUES)
     table = np.zeros((items, users), "float32")
     if train is not None:
         codes, ratings = train
         table[codes[:, 1], codes[:, 0]] = ratings
     return table
+
+
+def refuse_oversized(cfg: Config, holds: str, rows: tuple[int, str], columns: tuple[int, str],
+                     instead: str, limit: int) -> None:
+    """Refuse a table held in the model (`rows` x `columns` codes, each count with its slot
+    for unseen ids) of more than `limit` values, naming what it holds and what to use instead.
+
+    Raises:
+        DataError: the table is over `limit`.
+    """
+    (n, row_name), (m, column_name) = rows, columns
+    if n * m > limit:
+        raise DataError(f"{cfg.dataset.path}: type: {cfg.model.recommender.type} holds {holds} "
+                        f"in the model, {n - 1} {row_name} x {m - 1} {column_name} = "
+                        f"{(n - 1) * (m - 1):,} values (4 bytes each), over its limit of "
+                        f"{limit:,}; use {instead}, whose memory follows the embeddings")

@@ -18,8 +18,8 @@ import numpy as np
 
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
-from dlmine.errors import ConfigError, DataError
-from dlmine.model.autorec import MAX_VALUES
+from dlmine.errors import ConfigError
+from dlmine.model.autorec import MAX_VALUES, refuse_oversized
 from dlmine.model.checks import apply_layers, shape_text
 
 
@@ -68,12 +68,8 @@ def build_dae(cfg: Config, src: Sources, info, train: tuple | None, ids, user, i
 
 def history_table(cfg: Config, users: int, items: int, train: tuple | None) -> np.ndarray:
     """`(users, items)` float32: 1 at each training positive's (user, item) codes, else 0."""
-    if items * users > MAX_VALUES:
-        raise DataError(f"{cfg.dataset.path}: type: dae holds every user's history in the "
-                        f"model, {users - 1} users x {items - 1} items = "
-                        f"{(users - 1) * (items - 1):,} values (4 bytes each), over its limit "
-                        f"of {MAX_VALUES:,}; use type: mf, neumf or two_tower, whose memory "
-                        "follows the embeddings")
+    refuse_oversized(cfg, "every user's history", (users, "users"), (items, "items"),
+                     "type: mf, neumf or two_tower", MAX_VALUES)
     table = np.zeros((users, items), "float32")
     if train is not None:
         codes = train[0]
