@@ -69,19 +69,12 @@ def in_float32(model):
     given the same weights, so it computes what the checkpoint holds, at full precision.
     """
     config = model.get_config()
-    if not _mixed(config):
+    converted = _as_float32(config)
+    if converted == config:  # every policy float32 already
         return model
-    copy = model.__class__.from_config(_as_float32(config))
+    copy = model.__class__.from_config(converted)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _mixed(config) -> bool:
-    if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy":
-            return str(config.get("config", {}).get("name", "")).startswith("mixed_")
-        return any(_mixed(v) for v in config.values())
-    return isinstance(config, list) and any(_mixed(v) for v in config)
 
 
 def _as_float32(config):
