@@ -19,6 +19,7 @@ from dlmine.model import dae
 from dlmine.model.io import load_model_file
 from dlmine.model.recommenders import ROW_VALUES, SCORE_BATCH, Scorer, factors, item_vectors, score_batch
 from tests.test_recommend import GROUP_ITEMS, planted
+from tests.test_recommend_side import assert_resume_reproduces
 
 CONFIG = """
 name: dae
@@ -178,18 +179,4 @@ def test_a_resumed_dae_run_equals_the_uninterrupted_one(tmp_path):
     """The encoder's Dropout and the negatives, drawn from (seed, epoch): one epoch, then a
     resume for the second, gives the two-epoch run's history."""
     planted(tmp_path / "inter.csv")
-    (tmp_path / "cfg.yaml").write_text(CONFIG.replace("epochs: 8", "epochs: 2") +
-                                       "  deterministic: true\n")
-    whole = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "whole", "--quiet")
-    assert whole.exit_code == 0, whole.output
-    first = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "parts", "--quiet",
-                    "--set", "training.epochs=1")
-    assert first.exit_code == 0, first.output
-    rest = run_cli("train", "--resume", tmp_path / "parts", "--force", "--quiet",
-                   "--set", "training.epochs=2")
-    assert rest.exit_code == 0, rest.output
-    expected = pd.read_csv(tmp_path / "whole" / "history.csv").drop(columns=["seconds"],
-                                                                      errors="ignore")
-    got = pd.read_csv(tmp_path / "parts" / "history.csv")[expected.columns]
-    assert len(got) == 2
-    pd.testing.assert_frame_equal(got, expected, rtol=1e-5)
+    assert_resume_reproduces(tmp_path, CONFIG.replace("epochs: 8", "epochs: 2"))

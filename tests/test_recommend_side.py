@@ -250,19 +250,25 @@ def test_a_resumed_list_loss_run_equals_the_uninterrupted_one(tmp_path):
     """Negatives drawn from (seed, epoch), in lists: one epoch, then a resume for the second,
     gives the two-epoch run's history."""
     planted_side(tmp_path)
-    (tmp_path / "cfg.yaml").write_text(TWO_TOWER.replace("epochs: 8", "epochs: 2") +
-                                       "  deterministic: true\n")
-    whole = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "whole", "--quiet")
+    assert_resume_reproduces(tmp_path, TWO_TOWER.replace("epochs: 8", "epochs: 2"))
+
+
+def assert_resume_reproduces(folder, config: str) -> None:
+    """`config` (two epochs) trained whole, and trained one epoch then resumed for the second
+    (`training.deterministic`), in `folder`: the two histories are the same."""
+    (folder / "cfg.yaml").write_text(config + "  deterministic: true\n")
+    whole = run_cli("train", folder / "cfg.yaml", "--run-dir", folder / "whole", "--quiet")
     assert whole.exit_code == 0, whole.output
-    first = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "parts", "--quiet",
+    first = run_cli("train", folder / "cfg.yaml", "--run-dir", folder / "parts", "--quiet",
                     "--set", "training.epochs=1")
     assert first.exit_code == 0, first.output
-    rest = run_cli("train", "--resume", tmp_path / "parts", "--force", "--quiet",
+    rest = run_cli("train", "--resume", folder / "parts", "--force", "--quiet",
                    "--set", "training.epochs=2")
     assert rest.exit_code == 0, rest.output
-    expected = pd.read_csv(tmp_path / "whole" / "history.csv").drop(columns=["seconds"],
-                                                                      errors="ignore")
-    got = pd.read_csv(tmp_path / "parts" / "history.csv")[expected.columns]
+    expected = pd.read_csv(folder / "whole" / "history.csv").drop(columns=["seconds"],
+                                                                    errors="ignore")
+    got = pd.read_csv(folder / "parts" / "history.csv")[expected.columns]
+    assert len(got) == 2
     pd.testing.assert_frame_equal(got, expected, rtol=1e-5)
 
 
