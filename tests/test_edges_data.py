@@ -254,7 +254,7 @@ def _one_class_case(work: Path, kind: str, units: int) -> tuple[Path, Path, str]
         data = work / "one-class-texts.csv"
         data.write_text("text,label\n" + "".join(f"good day {i},pos\n" for i in range(30)))
         text = TEXT.replace("texts.csv", data.name)
-        expected = f"Error: {data}: every label is 'pos'; "
+        expected = f"Error: {data}: the label column 'label' holds one class only ('pos'); "
     else:
         from PIL import Image
 
@@ -655,6 +655,28 @@ def test_a_text_csv_to_predict_that_is_not_utf8_names_row_and_column(tmp_path):
     assert data_error(lambda: TextSource(dataset("text", tmp_path)).read_input(path)) == (
         f"{path}: cannot read it as UTF-8 text (byte 0xff at line 3, column 4, byte offset 14); "
         "set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252")
+
+
+def test_a_text_csv_that_names_a_column_twice_is_refused(tmp_path):
+    from dlmine.data.text import TextSource
+
+    path = tmp_path / "texts.csv"
+    path.write_text("text,text,label\ngood,fine,pos\nbad,poor,neg\n")
+    message = (f"{path}: the header names column 'text' twice (columns 1 and 2); column names "
+               "must be unique")
+    assert data_error(lambda: TextSource(dataset("text", tmp_path)).read_input(path)) == message
+    assert data_error(lambda: load(dataset("text", path, validation_split=None))) == message
+
+
+def test_predict_reads_a_gzipped_csv_of_texts(tmp_path):
+    import gzip
+
+    from dlmine.data.text import TextSource
+
+    path = tmp_path / "texts.csv.gz"
+    path.write_bytes(gzip.compress(b"label,text\nx,good day\nx,\"bad, bad day\"\n"))
+    texts = TextSource(dataset("text", tmp_path)).read_input(path)
+    assert list(texts) == ["good day", "bad, bad day"]
 
 
 def test_a_text_file_error_counts_columns_in_characters(tmp_path):

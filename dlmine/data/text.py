@@ -8,6 +8,7 @@ Keras and text trains, evaluates, predicts and exports on every backend.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
@@ -20,6 +21,7 @@ from dlmine.config.loading import Sources, valid_list
 from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data.base import DataInfo, Source, class_folders, json_type
 from dlmine.data.files import check_regular_file
+from dlmine.data.tabular import check_unique
 from dlmine.errors import DataError
 
 
@@ -55,11 +57,11 @@ class TextSource(Source):
         return inputs, inputs
 
     def read_input(self, path: Path):
-        """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV with
-        the text column."""
+        """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV (or
+        gzipped `.csv.gz`) with the text column."""
         if path.is_dir():
             texts = [read_text_file(p, self.cfg.encoding) for p in sorted(path.glob("*.txt"))]
-        elif path.suffix.lower() == ".csv":
+        elif path.name.lower().endswith((".csv", ".csv.gz")):
             frame = read_csv(path, self.cfg.encoding)
             texts = list(text_column(frame, path, self.cfg.text_column))
         else:
@@ -93,7 +95,8 @@ def load_text(cfg: DatasetConfig) -> dict:
         else:
             texts, labels, names = _text_csv(path, cfg, class_names)
         if class_names is None:
-            check_classes(path, [v for row in labels for v in row], names)
+            check_classes(path, [v for row in labels for v in row], names,
+                          None if path.is_dir() else cfg.target or "label")
         class_names = class_names or names
         out[f"x_{split}"], out[f"y_{split}"] = texts, encode_labels(labels, class_names,
                                                                     cfg.task)
@@ -121,6 +124,7 @@ def read_csv(path: Path, encoding: str):
     try:
         raw = path.read_bytes()
         content = decode(gzip.decompress(raw) if path.suffix == ".gz" else raw, path, encoding)
+        check_unique(next(csv.reader(io.StringIO(content)), []), path)
         frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows") from None
@@ -191,13 +195,15 @@ def _text_csv(path: Path, cfg: DatasetConfig, known: list | None):
     return texts, labels, names
 
 
-def check_classes(path: Path, labels: list, names: list) -> None:
+def check_classes(path: Path, labels: list, names: list, column: str | None = None) -> None:
     """At least two classes, and two samples of each, so that the splits can be stratified
-    (`labels`: every label of every sample)."""
+    (`labels`: every label of every sample; `column`: the CSV's label column, none for class
+    folders)."""
     counts = Counter(labels)
     if len(counts) < 2:
-        raise DataError(f"{path}: every label is '{labels[0]}'; classification needs at least "
-                        "2 classes")
+        where = (f"the label column '{column}' holds one class only ('{labels[0]}')" if column
+                 else f"every label is '{labels[0]}'")
+        raise DataError(f"{path}: {where}; classification needs at least 2 classes")
     single = sorted(name for name, count in counts.items() if count == 1)
     if single:
         raise DataError(f"{path}: class '{single[0]}' has a single sample; expected at least 2 "
