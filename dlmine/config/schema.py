@@ -263,7 +263,7 @@ class RecommenderConfig:
         "learned vector of the item plus the item's bias).", "mf")
     factors: int = doc("Size of the user and item embeddings (of GMF's in `neumf`; of each "
                        "tower's input in `two_tower`; `autorec` and `dae` take their width "
-                       "from the encoder's last layer and refuse another size).", 32,
+                       "from the encoder's last layer and refuse a size other than 32).", 32,
                        check=_positive)
     mlp_factors: int | None = doc(
         "Size of the embeddings of the MLP part of `ncf` and `neumf`; null: `factors`.",
