@@ -321,10 +321,8 @@ def ranking_metrics(cfg: Config) -> list[str]:
 
 def logged_metrics(cfg: Config) -> list[str]:
     """The keys of the epoch logs this config will produce, for `monitor` to name."""
-    names = ["loss", *(cfg.training.metrics or [])]
-    if "acc" in names or "accuracy" in names:
-        names += ["acc", "accuracy"]
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(["loss", *(cfg.training.metrics or [])]))  # Keras logs the
+    # names as given: `acc` as `acc`, `accuracy` as `accuracy`
     if cfg.dataset.validation_split is not None:
         names += [f"val_{n}" for n in names + ranking_metrics(cfg)]
     return names + ["learning_rate"]
@@ -340,8 +338,8 @@ def check_monitor_names(cfg: Config, src: Sources) -> list[Problem]:
         if section.monitor.startswith("val_") and cfg.dataset.validation_split is None:
             continue  # check_monitors_have_validation says why
         problems.append(src.problem(path + ("monitor",), f"'{section.monitor}' is not logged by "
-                                    f"this training{suggest(section.monitor, logged)} Logged: "
-                                    f"{', '.join(x for x in logged if not x.endswith('_acc'))}"))
+                                    f"this training{suggest(section.monitor, logged) or '.'} Logged: "
+                                    f"{', '.join(logged)}"))
     return problems
 
 

@@ -165,9 +165,9 @@ def _metric_problems(loaded: LoadedConfig) -> list[Problem]:
                                        "metric such as 'loss', or set a validation split")]
     logged = logged_metrics(cfg)
     if metric not in logged:
-        shown = ", ".join(x for x in logged if not x.endswith("_acc"))
         return [loaded.sources.problem(("tune", "metric"), f"'{metric}' is not logged by this "
-                                       f"training{suggest(metric, logged) or '.'} Logged: {shown}")]
+                                       f"training{suggest(metric, logged) or '.'} Logged: "
+                                       f"{', '.join(logged)}")]
     return []
 
 
