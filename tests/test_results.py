@@ -327,6 +327,20 @@ def test_export_each_format_is_checked_against_the_checkpoint(runs, fmt, name):
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_an_export_that_does_not_reproduce_the_model_leaves_no_export_folder(runs, tmp_path,
+                                                                            monkeypatch):
+    from dlmine.results import export
+
+    run = tmp_path / "run"
+    shutil.copytree(runs.tiny, run, ignore=shutil.ignore_patterns("export"))
+    monkeypatch.setitem(export.RUNNERS, "keras", lambda path, x, source: np.full((len(x), 3), 2.0))
+    result = invoke("export", run, "--format", "keras")
+    assert result.exit_code == 1
+    assert "Error: the keras export does not reproduce the model: its predictions on 8" in result.stderr
+    assert result.stderr.endswith(". Nothing was written\n")
+    assert not (run / "export").exists()
+
+
 def test_export_to_a_chosen_path_and_its_checks(runs, tmp_path, monkeypatch):
     out = tmp_path / "digits.keras"
     result = invoke("export", runs.digits, "--format", "keras", "--output", out, "--checkpoint", "last")

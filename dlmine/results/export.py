@@ -162,8 +162,9 @@ def check_inputs(run: RunDir, source: Source, reporter: Reporter) -> tuple[np.nd
 def staged(target: Path) -> Iterator[Path]:
     """A temporary path beside `target` that replaces it when the block succeeds."""
     tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
+    made = not target.parent.exists()  # RUN_DIR/export/, removed again if the export fails
     try:
-        target.parent.mkdir(exist_ok=True)  # RUN_DIR/export/; an --output folder was checked to exist
+        target.parent.mkdir(exist_ok=True)  # an --output folder was checked to exist
         _remove(tmp)
         yield tmp
         if tmp.is_dir() and target.is_dir():
@@ -178,6 +179,9 @@ def staged(target: Path) -> Iterator[Path]:
         raise DlmineError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         _remove(tmp)
+        if made and not target.exists():
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # only when empty
 
 
 def _remove(path: Path) -> None:
