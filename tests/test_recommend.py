@@ -132,6 +132,22 @@ def test_similar_ranks_by_cosine_and_names_unknown_items(ranked_run):
         unknown.output
 
 
+def test_a_config_edited_after_training_is_refused_by_recommend_similar_and_explain(ranked_run,
+                                                                                   tmp_path):
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(ranked_run / "run", run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 1\n", "seed: 7\n", 1))
+    for args in (["recommend", run, "--user", "u0"], ["similar", run, "--item", "i3"],
+                 ["explain", run]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert (f"Error: {config} was edited after the run was trained (its sha256 differs from "
+                "config_sha256 in run.json):\n  seed: 1 -> 7\n") in result.output, args
+
+
 @pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("onnx", "model.onnx")])
 def test_export_of_a_recommender_scores_user_item_codes_as_the_run(ranked_run, fmt, name):
     import keras

@@ -8,10 +8,11 @@ import click
 
 from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
+from dlmine.console import Reporter
 from dlmine.errors import UsageError
 from dlmine.results.predict import output_format, render
 from dlmine.results.recommend import Recommender
-from dlmine.rundir import atomic_write
+from dlmine.rundir import RunDir, atomic_write
 
 OUTPUT = click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
                       help="Write here: FILE.csv or FILE.jsonl (JSON Lines). Default: CSV on "
@@ -38,6 +39,7 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
         raise click.UsageError("give one of --user U or --users FILE")
     fmt = output_format(output)
     users = [user] if user is not None else _read_users(users_file)
+    _check_run(run_dir, "recommend")
     import_keras(debug())
     rows = Recommender(run_dir, checkpoint).recommend(users, k, include_seen, cold_start)
     _write(rows, fmt, output, "recommendations")
@@ -52,9 +54,18 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
 def similar(run_dir, item, k, output, checkpoint) -> None:
     """The items nearest to an item (--item) by a recommender run's learned item vectors."""
     fmt = output_format(output)
+    _check_run(run_dir, "similar")
     import_keras(debug())
     rows = Recommender(run_dir, checkpoint).similar(item, k)
     _write(rows, fmt, output, "similar items")
+
+
+def _check_run(run_dir: Path, verb: str) -> None:
+    """Refuse the parent of `--folds` and a `config.yaml` edited after training (it would
+    rebuild another split, so other seen items), before Keras loads."""
+    run = RunDir.open(run_dir)
+    run.refuse_folds(verb)
+    run.check_config(Reporter().warn)
 
 
 def _read_users(path: Path) -> list[str]:

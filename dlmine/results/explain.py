@@ -59,6 +59,7 @@ def explain_run(run_dir: Path, split: str = "test", samples: int = 8, checkpoint
     reporter = reporter or Reporter(quiet=True)
     run = RunDir.open(run_dir)
     run.refuse_folds("explain")
+    run.check_config(reporter.warn)  # an edited config.yaml would rebuild another split
     cfg = run.read_config()
     if cfg.dataset.task == "multi_label":
         raise UsageError("explain does not handle multi_label runs yet: integrated gradients "
