@@ -338,12 +338,19 @@ def test_predict_output_inside_the_run_directory_is_refused(tiny_run, work, targ
 
 def test_predict_output_into_the_predictions_folder_is_allowed(tiny_run, work):
     run = copy_run(tiny_run, work / "output-predictions")
-    (run / "predictions").mkdir()
-    output = run / "predictions" / "p.csv"
+    output = run / "predictions" / "2026" / "p.csv"  # predictions/ is made when written to
     result = invoke("predict", run, work / "input.npz", "--output", output)
     clean(result)
     assert result.exit_code == 0, result.output
     assert len(list(csv.DictReader(output.read_text().splitlines()))) == 3
+
+
+def test_predict_output_into_a_missing_folder_is_refused_before_any_work(tiny_run, work):
+    output = work / "no-such-folder" / "p.csv"
+    result = invoke("predict", tiny_run, work / "missing-input.npz", "--output", output)
+    clean(result)
+    assert (result.exit_code, result.stderr) == (
+        2, f"Error: --output {output}: the folder {output.parent} does not exist\n")
 
 
 def test_predict_output_onto_its_own_input_is_refused(table_run, work):

@@ -148,6 +148,20 @@ def test_a_config_edited_after_training_is_refused_by_recommend_similar_and_expl
                 "config_sha256 in run.json):\n  seed: 1 -> 7\n") in result.output, args
 
 
+def test_recommend_output_goes_where_predict_output_may(ranked_run):
+    run = ranked_run / "run"
+    history = (run / "history.csv").read_bytes()
+    inside = run_cli("recommend", run, "--user", "u0", "--output", run / "history.csv")
+    assert inside.exit_code == 2
+    assert (f"Error: --output {run / 'history.csv'}: inside the run directory {run}; write "
+            f"predictions elsewhere, or under {run}/predictions/") in inside.output
+    assert (run / "history.csv").read_bytes() == history
+    allowed = run / "predictions" / "top.csv"
+    result = run_cli("similar", run, "--item", "i3", "--k", "3", "--output", allowed)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(allowed)) == 3
+
+
 @pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("onnx", "model.onnx")])
 def test_export_of_a_recommender_scores_user_item_codes_as_the_run(ranked_run, fmt, name):
     import keras

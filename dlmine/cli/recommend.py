@@ -10,9 +10,9 @@ from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import CHECKPOINT, RUN_DIR, debug
 from dlmine.console import Reporter
 from dlmine.errors import UsageError
-from dlmine.results.predict import output_format, render
+from dlmine.results.predict import check_output, output_format, render, write_output
 from dlmine.results.recommend import Recommender
-from dlmine.rundir import RunDir, atomic_write
+from dlmine.rundir import RunDir
 
 OUTPUT = click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
                       help="Write here: FILE.csv or FILE.jsonl (JSON Lines). Default: CSV on "
@@ -39,10 +39,10 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
         raise click.UsageError("give one of --user U or --users FILE")
     fmt = output_format(output)
     users = [user] if user is not None else _read_users(users_file)
-    _check_run(run_dir, "recommend")
+    _check_run(run_dir, "recommend", output)
     import_keras(debug())
     rows = Recommender(run_dir, checkpoint).recommend(users, k, include_seen, cold_start)
-    _write(rows, fmt, output, "recommendations")
+    _write(rows, fmt, output, run_dir, "recommendations")
 
 
 @click.command()
@@ -54,15 +54,17 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
 def similar(run_dir, item, k, output, checkpoint) -> None:
     """The items nearest to an item (--item) by a recommender run's learned item vectors."""
     fmt = output_format(output)
-    _check_run(run_dir, "similar")
+    _check_run(run_dir, "similar", output)
     import_keras(debug())
     rows = Recommender(run_dir, checkpoint).similar(item, k)
-    _write(rows, fmt, output, "similar items")
+    _write(rows, fmt, output, run_dir, "similar items")
 
 
-def _check_run(run_dir: Path, verb: str) -> None:
-    """Refuse the parent of `--folds` and a `config.yaml` edited after training (it would
-    rebuild another split, so other seen items), before Keras loads."""
+def _check_run(run_dir: Path, verb: str, output: Path | None) -> None:
+    """Refuse the parent of `--folds`, a `config.yaml` edited after training (it would
+    rebuild another split, so other seen items) and an `--output` that `predict` refuses,
+    before Keras loads."""
+    check_output(output, run_dir)
     run = RunDir.open(run_dir)
     run.refuse_folds(verb)
     run.check_config(Reporter().warn)
@@ -78,10 +80,10 @@ def _read_users(path: Path) -> list[str]:
     return users
 
 
-def _write(rows: list[dict], fmt: str, output: Path | None, what: str) -> None:
+def _write(rows: list[dict], fmt: str, output: Path | None, run_dir: Path, what: str) -> None:
     text = render(rows, fmt) if rows else ""
     if output is None:
         click.echo(text, nl=False)
         return
-    atomic_write(output, text)
+    write_output(output, text, run_dir)
     click.echo(f"wrote {len(rows)} {what} to {output}", err=True)

@@ -17,10 +17,10 @@ from dlmine.console import Reporter, print_table
 from dlmine.results.evaluate import NotSaved, evaluate_run
 from dlmine.results.explain import explain_run
 from dlmine.results.export import export_run
-from dlmine.results.predict import check_output, output_format, predict_file, render
+from dlmine.results.predict import check_output, output_format, predict_file, render, write_output
 from dlmine.results.report import build_report
 from dlmine.results.runs import RUNS_HEADER, compare_runs, difference, list_runs, table_rows, value_text
-from dlmine.rundir import RunDir, atomic_write
+from dlmine.rundir import RunDir
 from dlmine.train import tracking
 
 
@@ -80,7 +80,7 @@ def predict(run_dir, input_path, output, checkpoint) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    atomic_write(output, text)
+    write_output(output, text, run_dir)
     click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
 
 

@@ -19,7 +19,7 @@ from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
-from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir
+from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir, atomic_write
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 PREDICT_BATCH = 256
@@ -171,22 +171,33 @@ def _short(value) -> float:
     return float(str(np.float32(value)))
 
 
-def check_output(output: Path | None, run_dir: Path, input_path: Path) -> None:
-    """Refuse an `--output` that would overwrite a file of the run (only `predictions/` is
-    for predictions) or the input itself, before any work.
+def check_output(output: Path | None, run_dir: Path, input_path: Path | None = None) -> None:
+    """Refuse, before any work, an `--output` that would overwrite a file of the run (only
+    `predictions/` is for predictions, made when first written to) or the input itself, or
+    whose folder does not exist.
 
     Raises:
-        UsageError: it would.
+        UsageError: it would, or its folder is missing.
     """
     if output is None:
         return
     target, run = Path(output).resolve(), Path(run_dir).resolve()
-    if target == Path(input_path).resolve():
+    if input_path is not None and target == Path(input_path).resolve():
         raise UsageError(f"--output {output} is the input file; predictions never overwrite "
                          "their input")
-    if target.is_relative_to(run) and not target.is_relative_to(run / "predictions"):
+    inside = target.is_relative_to(run / "predictions")
+    if target.is_relative_to(run) and not inside:
         raise UsageError(f"--output {output}: inside the run directory {run_dir}; write "
                          f"predictions elsewhere, or under {run_dir}/predictions/")
+    if not inside and not target.parent.is_dir():
+        raise UsageError(f"--output {output}: the folder {Path(output).parent} does not exist")
+
+
+def write_output(output: Path, text: str, run_dir: Path) -> None:
+    """`text` into `output` atomically, making `RUN_DIR/predictions/...` when it is there."""
+    if Path(output).resolve().is_relative_to(Path(run_dir).resolve() / "predictions"):
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(output), text)
 
 
 def output_format(path: Path | None) -> str:
