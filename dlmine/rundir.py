@@ -261,10 +261,12 @@ class RunDir:
                              f"{verb} one of its folds: {self.path}/fold-1 ... "
                              f"{self.path}/fold-{folds}")
 
-    def update_run(self, **fields: Any) -> dict:
-        """Merge `fields` into `run.json` and write it atomically."""
+    def update_run(self, drop: tuple[str, ...] = (), **fields: Any) -> dict:
+        """Merge `fields` into `run.json`, less the keys in `drop`, and write it atomically."""
         current = self.read_json(RUN_JSON) if (self.path / RUN_JSON).exists() else {}
         current.update(fields)
+        for key in drop:
+            current.pop(key, None)
         self.write_json(RUN_JSON, current)
         return current
 

@@ -345,6 +345,11 @@ def test_image_folders_with_augmentation(cli, tmp_path):
     assert predicted.exit_code == 0, predicted.output
     classes = [line.split(",")[1] for line in predicted.stdout.splitlines()[1:]]
     assert len(classes) == 24 and classes.count("red") >= 20
+    (tmp_path / "table.csv").write_text("x\n1\n")
+    wrong_kind = cli("predict", tmp_path / "run", tmp_path / "table.csv")
+    assert (wrong_kind.exit_code, wrong_kind.stderr) == (2, (
+        f"Error: {tmp_path / 'table.csv'}: cannot read '.csv' files; expected an image file "
+        "(.bmp, .gif, .jpeg, .jpg, .png) or a folder of images\n"))
 
 
 @pytest.mark.parametrize("config, metric, floor", [

@@ -445,6 +445,9 @@ def test_sigterm_finishes_the_batch_marks_interrupted_and_resume_matches(interru
     assert f"epoch {src.epochs + 1}/{EPOCHS} - " in result.stderr
     assert f"epoch {src.epochs}/{EPOCHS} - " not in result.stderr
     assert_same_as_baseline(run, baseline)
+    resumed = json.loads((run / "run.json").read_text())
+    assert info["error"].startswith("interrupted after")
+    assert resumed["status"] == "completed" and "error" not in resumed  # README: only when not
 
 
 @pytest.mark.parametrize("gap", [None, 0.002], ids=["one-sigint", "two-sigints"])

@@ -142,8 +142,9 @@ class DatasetConfig:
         "`y_test` and `class_names`; for `npz`, a folder of such files is read as shards, one "
         "at a time (data larger than memory).")
     test_path: str | None = doc(
-        "A separate test file or folder (same layout as `path`); null: the test split is held "
-        "out of `path` (`test_split`).")
+        "Tables, text and image folders: a separate test file or folder (same layout as "
+        "`path`); null: the test split is held out of `path` (`test_split`). `npz` refuses it: "
+        "an `.npz` file (or each shard) holds its own `x_test` and `y_test`.")
     target: str | None = doc(
         "Tables and text CSVs: the column to predict. Required for `csv` and `parquet`; "
         "`label` for a text CSV when null.")

@@ -13,7 +13,7 @@ from dlmine.config.schema import DatasetConfig
 from dlmine.data.arrays import ArraySource
 from dlmine.data.base import DataInfo, class_folders, json_type
 from dlmine.data.files import check_regular_file
-from dlmine.errors import DataError
+from dlmine.errors import DataError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
@@ -34,6 +34,10 @@ class ImageSource(ArraySource):
             if path.is_dir() else [path]
         if not path.is_dir():
             check_regular_file(path, "an image file or a folder of images")
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(f"{path}: cannot read '{path.suffix or path.name}' files; expected "
+                                 f"an image file ({', '.join(sorted(IMAGE_SUFFIXES))}) or a "
+                                 "folder of images")
         if not paths:
             raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return read_images(paths, self.cfg.image_size, self.cfg.color_mode)
@@ -66,9 +70,18 @@ def load_images(cfg: DatasetConfig) -> dict:
     return out
 
 
-def _image_folder(path: Path, cfg: DatasetConfig, known: list | None):
+def image_folder(path: Path) -> None:
+    """Refuse a missing path as every data path is refused, and a file where the class
+    folders should be."""
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
     if not path.is_dir():
-        raise DataError(f"image folder not found: {path}")
+        raise DataError(f"{path}: not a folder; expected a folder with one sub-folder of images "
+                        "per class")
+
+
+def _image_folder(path: Path, cfg: DatasetConfig, known: list | None):
+    image_folder(path)
     names = class_folders(path, known, "images")
     files, labels = [], []
     for label, name in enumerate(names):
@@ -119,8 +132,7 @@ def decode_base64(values: list, field: str) -> list[io.BytesIO]:
 def image_info(cfg: DatasetConfig) -> tuple[tuple, list[str]]:
     """The sample shape and classes of an image folder, without reading any image."""
     path = Path(cfg.path)
-    if not path.is_dir():
-        raise DataError(f"image folder not found: {path}")
+    image_folder(path)
     names = class_folders(path, None, "images")
     channels = 3 if cfg.color_mode == "rgb" else 1
     return (*cfg.image_size, channels), names

@@ -171,7 +171,7 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
                                                "device": device_used,
                                                "replicas": devices.replicas(model),
                                                "config_changes": changes}]
-        run.update_run(status="running", ended=None, error=None, resumed=resumes, **config,
+        run.update_run(status="running", ended=None, drop=("error",), resumed=resumes, **config,
                        **distributed.job_devices())
 
     run_session(session, reporter, argv, before=mark_resumed)
