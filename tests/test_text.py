@@ -209,7 +209,8 @@ def write_bytes(folder: Path, content: bytes) -> None:
      "reviews.csv: cannot read it as UTF-8 text (byte 0xe9 at line 3, column 4, byte offset "
      "25); set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252"),
     (b"review,score\ngood,pos\nbad,pos\nfine,pos\n",
-     "reviews.csv: every label is 'pos'; classification needs at least 2 classes"),
+     "reviews.csv: the label column 'score' holds one class only ('pos'); classification needs "
+     "at least 2 classes"),
     (b"review,score\ngood,pos\nbad,neg\nfine,pos\nawful,neg\nmeh,meh\n",
      "reviews.csv: class 'meh' has a single sample; expected at least 2 per class (one cannot "
      "be both trained on and tested); remove it or collect more"),
