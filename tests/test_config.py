@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dlmine.config import to_yaml
-from dlmine.config.loading import shorten
+from dlmine.config.loading import shorten, suggest
 from dlmine.errors import ConfigError
 from dlmine.model.checks import load_checked_config
 from tests.conftest import TINY_CONFIG, write_config
@@ -144,6 +144,19 @@ def test_unknown_name_without_suggestion_still_reads_as_sentences(cli, here, tex
     # list of valid names must still be separated from the message ("...'zzzqqq'. Valid: ...").
     line = only_problem(check(cli, here, text))
     assert re.fullmatch(re.escape(prefix) + r"[.;:,] [Vv]alid" + valid, line), line
+
+
+@pytest.mark.parametrize("name, choices, expected", [
+    ("epoch", ["epochs", "seed"], "; did you mean 'epochs'?"),  # close by difflib
+    ("SEED", ["epochs", "seed"], "; did you mean 'seed'?"),  # another case
+    ("acc", ["loss", "accuracy"], "; did you mean 'accuracy'?"),  # an abbreviation of one name
+    ("val_acc", ["val_loss", "val_accuracy"], "; did you mean 'val_accuracy'?"),
+    ("Dens", ["Dense", "DenseNet", "Dropout"], "; did you mean 'Dense'?"),
+    ("ac", ["accuracy", "loss"], ""),  # too short to be read as an abbreviation
+    ("pre", ["precision", "preprocessing"], ""),  # the abbreviation of two names
+])
+def test_suggest_names_the_nearest_valid_name_or_nothing(name, choices, expected):
+    assert suggest(name, choices) == expected
 
 
 def test_class_weight_problem_points_at_its_own_line(cli, here):

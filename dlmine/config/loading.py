@@ -62,6 +62,9 @@ def suggest(name: str, choices) -> str:
     if not close:
         lower = {str(c).lower(): str(c) for c in choices}
         close = [lower[str(name).lower()]] if str(name).lower() in lower else []
+    if not close and len(str(name)) >= 3:  # an abbreviation of one name: `acc`, `val_acc`
+        close = [c for c in lower.values() if c.lower().startswith(str(name).lower())]
+        close = close if len(close) == 1 else []
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
