@@ -447,7 +447,7 @@ def test_sigterm_finishes_the_batch_marks_interrupted_and_resume_matches(interru
     assert_same_as_baseline(run, baseline)
     resumed = json.loads((run / "run.json").read_text())
     assert info["error"].startswith("interrupted after")
-    assert resumed["status"] == "completed" and "error" not in resumed  # README: only when not
+    assert resumed["status"] == "completed" and "error" not in resumed  # only an unfinished run has it
 
 
 @pytest.mark.parametrize("gap", [None, 0.002], ids=["one-sigint", "two-sigints"])
