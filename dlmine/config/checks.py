@@ -337,10 +337,14 @@ def check_monitor_names(cfg: Config, src: Sources) -> list[Problem]:
             continue
         if section.monitor.startswith("val_") and cfg.dataset.validation_split is None:
             continue  # check_monitors_have_validation says why
-        problems.append(src.problem(path + ("monitor",), f"'{section.monitor}' is not logged by "
-                                    f"this training{suggest(section.monitor, logged) or '.'} Logged: "
-                                    f"{', '.join(logged)}"))
+        problems.append(src.problem(path + ("monitor",), not_logged(section.monitor, logged)))
     return problems
+
+
+def not_logged(name: str, logged: list[str]) -> str:
+    """What a monitor or `tune.metric` that the epoch logs will not have is told."""
+    return (f"'{name}' is not logged by this training{suggest(name, logged) or '.'} Logged: "
+            f"{', '.join(logged)}")
 
 
 MONITOR_INPUTS = ("dataset.validation_split", "training.metrics", "training.early_stopping",

@@ -58,13 +58,14 @@ class Sources:
 
 def suggest(name: str, choices) -> str:
     """`"; did you mean 'epochs'?"`, or nothing when no choice is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    if not close:
-        lower = {str(c).lower(): str(c) for c in choices}
-        close = [lower[str(name).lower()]] if str(name).lower() in lower else []
-    if not close and len(str(name)) >= 3:  # an abbreviation of one name: `acc`, `val_acc`
-        close = [c for c in lower.values() if c.lower().startswith(str(name).lower())]
-        close = close if len(close) == 1 else []
+    name, choices = str(name), [str(c) for c in choices]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    lower = {c.lower(): c for c in choices}
+    if not close and name.lower() in lower:  # another case
+        close = [lower[name.lower()]]
+    if not close and len(name) >= 3:  # an abbreviation of one name: `acc`, `val_acc`
+        starting = [c for c in lower.values() if c.lower().startswith(name.lower())]
+        close = starting if len(starting) == 1 else []
     return f"; did you mean '{close[0]}'?" if close else ""
 
 

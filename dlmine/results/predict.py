@@ -185,7 +185,7 @@ def check_output(output: Path | None, run_dir: Path, input_path: Path | None = N
     if input_path is not None and target == Path(input_path).resolve():
         raise UsageError(f"--output {output} is the input file; predictions never overwrite "
                          "their input")
-    inside = target.is_relative_to(run / "predictions")
+    inside = _in_predictions(output, run_dir)
     if target.is_relative_to(run) and not inside:
         raise UsageError(f"--output {output}: inside the run directory {run_dir}; write "
                          f"predictions elsewhere, or under {run_dir}/predictions/")
@@ -195,9 +195,13 @@ def check_output(output: Path | None, run_dir: Path, input_path: Path | None = N
 
 def write_output(output: Path, text: str, run_dir: Path) -> None:
     """`text` into `output` atomically, making `RUN_DIR/predictions/...` when it is there."""
-    if Path(output).resolve().is_relative_to(Path(run_dir).resolve() / "predictions"):
+    if _in_predictions(output, run_dir):
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(output), text)
+
+
+def _in_predictions(output: Path, run_dir: Path) -> bool:
+    return Path(output).resolve().is_relative_to(Path(run_dir).resolve() / "predictions")
 
 
 def output_format(path: Path | None) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from dlmine.config import LoadedConfig, to_yaml
-from dlmine.config.checks import logged_metrics
+from dlmine.config.checks import logged_metrics, not_logged
 from dlmine.config.keys import all_keys, dotted, parse
 from dlmine.config.loading import received, suggest
 from dlmine.errors import ConfigError, Problem, UsageError
@@ -165,9 +165,7 @@ def _metric_problems(loaded: LoadedConfig) -> list[Problem]:
                                        "metric such as 'loss', or set a validation split")]
     logged = logged_metrics(cfg)
     if metric not in logged:
-        return [loaded.sources.problem(("tune", "metric"), f"'{metric}' is not logged by this "
-                                       f"training{suggest(metric, logged) or '.'} Logged: "
-                                       f"{', '.join(logged)}")]
+        return [loaded.sources.problem(("tune", "metric"), not_logged(metric, logged))]
     return []
 
 
