@@ -39,9 +39,9 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
         raise click.UsageError("give one of --user U or --users FILE")
     fmt = output_format(output)
     users = [user] if user is not None else _read_users(users_file)
-    _check_run(run_dir, "recommend", output)
+    run = _check_run(run_dir, "recommend", output)
     import_keras(debug())
-    rows = Recommender(run_dir, checkpoint).recommend(users, k, include_seen, cold_start)
+    rows = Recommender(run, checkpoint).recommend(users, k, include_seen, cold_start)
     _write(rows, fmt, output, run_dir, "recommendations")
 
 
@@ -54,20 +54,21 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
 def similar(run_dir, item, k, output, checkpoint) -> None:
     """The items nearest to an item (--item) by a recommender run's learned item vectors."""
     fmt = output_format(output)
-    _check_run(run_dir, "similar", output)
+    run = _check_run(run_dir, "similar", output)
     import_keras(debug())
-    rows = Recommender(run_dir, checkpoint).similar(item, k)
+    rows = Recommender(run, checkpoint).similar(item, k)
     _write(rows, fmt, output, run_dir, "similar items")
 
 
-def _check_run(run_dir: Path, verb: str, output: Path | None) -> None:
-    """Refuse the parent of `--folds`, a `config.yaml` edited after training (it would
-    rebuild another split, so other seen items) and an `--output` that `predict` refuses,
-    before Keras loads."""
+def _check_run(run_dir: Path, verb: str, output: Path | None) -> RunDir:
+    """The opened run, once it is neither the parent of `--folds` nor edited after training
+    (its `config.yaml` would rebuild another split, so other seen items), and `--output` is
+    what `predict` takes; before Keras loads."""
     check_output(output, run_dir)
     run = RunDir.open(run_dir)
     run.refuse_folds(verb)
     run.check_config(Reporter().warn)
+    return run
 
 
 def _read_users(path: Path) -> list[str]:

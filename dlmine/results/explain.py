@@ -414,7 +414,7 @@ def _write(run: RunDir, report: dict, figures: list, page: str | None,
 # --- recommendation -------------------------------------------------------------------------
 
 def _explain_recommender(run: RunDir, split: str, samples: int, checkpoint: str) -> dict:
-    recommender = Recommender(run.path, checkpoint)
+    recommender = Recommender(run, checkpoint)
     x, _ = recommender.splits.split(split)
     users = [u for u in dict.fromkeys(int(c) for c in x[:, 0]) if u < len(recommender.users)]
     vectors = recommender.item_vectors()

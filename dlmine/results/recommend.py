@@ -31,12 +31,12 @@ class Recommender:
     """A finished recommender run, ready to answer `recommend` and `similar`.
 
     Args:
-        run_dir: the run directory.
+        run: the opened run directory.
         checkpoint: `best` or `last`.
     """
 
-    def __init__(self, run_dir: Path, checkpoint: str = "best"):
-        self.run = RunDir.open(run_dir)
+    def __init__(self, run: RunDir, checkpoint: str = "best"):
+        self.run = run
         self.cfg = self.run.read_config()
         if self.cfg.dataset.name != "interactions":
             raise UsageError(f"{self.run.path} was trained on '{self.cfg.dataset.name}' data; "

@@ -125,7 +125,7 @@ def item_map(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:
     categorical or multi-valued item feature (its first category), or else by popularity."""
     import_keras()
     try:
-        recommender = Recommender(run.path, (facts.evaluation or {}).get("checkpoint", "best"))
+        recommender = Recommender(run, (facts.evaluation or {}).get("checkpoint", "best"))
     except DlmineError as exc:
         note = f"item map left out: {exc}"
         reporter.warn(note)

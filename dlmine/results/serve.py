@@ -137,7 +137,7 @@ class Service:
         self.cfg = self.predictor.cfg
         self.recommender = None
         if self.cfg.dataset.name == "interactions":
-            self.recommender = Recommender(run_dir, checkpoint)
+            self.recommender = Recommender(self.predictor.run, checkpoint)
         else:
             self.classes = self.predictor.classes()  # the model is loaded now, not per request
         self.batcher = Batcher(self.predictor.outputs)
