@@ -304,6 +304,19 @@ def test_set_changes_the_resolved_value(here):
     assert loaded.sources.where(("training", "batch_size")) == "cfg.yaml:14"
 
 
+def test_a_problem_under_a_set_mapping_points_at_the_set_not_the_file(here):
+    """The file's model.layers[1] is replaced whole: its line no longer says where."""
+    item = "model.layers=[Flatten, {Dense: {units: 3}}]"
+    loaded = load_checked_config(write_config(here, TINY_CONFIG), [item])
+    assert loaded.sources.where(("model", "layers", 1, "Dense", "units")) == f"--set {item}"
+    assert loaded.sources.where(("model",)) == f"--set {item}"
+
+
+def test_a_date_in_yaml_is_the_text_written(here):
+    loaded = load_checked_config(write_config(here, TINY_CONFIG), ["name=2021-06-01"])
+    assert loaded.config.name == "2021-06-01"
+
+
 def test_set_reaches_into_the_layer_list(cli, here):
     config = load(here, TINY_CONFIG, "model.layers[1].Dense.units=16")
     assert config.model.layers[1] == {"Dense": {"units": 16, "activation": "relu"}}

@@ -360,9 +360,21 @@ def test_predict_output_onto_its_own_input_is_refused(table_run, work):
     result = invoke("predict", table_run, source, "--output", source)
     clean(result)
     assert result.exit_code == 2, result.output
-    assert result.stderr == (f"Error: --output {source} is the input file; predictions never "
-                             "overwrite their input\n")
+    assert result.stderr == (f"Error: --output {source} is the input file; the output never "
+                             "overwrites its input\n")
     assert source.read_bytes() == before
+
+
+def test_predict_output_onto_the_runs_training_data_is_refused(table_run):
+    data = Path(yaml.safe_load((table_run / "config.yaml").read_text())["dataset"]["path"])
+    before = data.read_bytes()
+    result = invoke("predict", table_run, data, "--output", data)
+    clean(result)
+    assert result.exit_code == 2, result.output
+    result = invoke("predict", table_run, data.with_suffix(".other.csv"), "--output", data)
+    assert result.stderr == (f"Error: --output {data} is the data file the run was trained on "
+                             f"(dataset.path: {data.resolve()}); write the output elsewhere\n")
+    assert data.read_bytes() == before
 
 
 def test_full_disk_when_the_run_directory_is_created_leaves_nothing(work):

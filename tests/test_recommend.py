@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -274,6 +275,20 @@ def test_leave_last_out_holds_each_users_latest_and_the_one_before(tmp_path):
      "column 'user' mixes integer ids ('12', row 2) and string ids ('u5', row 3)"),
     (pd.DataFrame({"user": ["a", None, "c"], "item": [1, 2, 3], "timestamp": [1, 2, 3]}),
      "column 'user', row 3: the id is missing"),
+    (pd.DataFrame({"user": ["a", "b", "c"], "item": [1, 2, 3], "timestamp": [1, 2, 3],
+                   "rating": [4, "inf", 3]}),
+     "inter.csv: column 'rating', row 3: inf is not a finite number "
+     "(dataset.interactions.rating)"),
+    (pd.DataFrame({"user": ["a", "b", "c"], "item": [1, 2, 3], "timestamp": [1, 2, 3],
+                   "rating": [4, None, 3]}),
+     "inter.csv: column 'rating', row 3: the rating is missing (dataset.interactions.rating)"),
+    (pd.DataFrame({"user": ["a", "b", "c"], "item": [1, 2, 3],
+                   "timestamp": ["1614957993", "1614957995", "yesterday"]}),
+     "inter.csv: column 'timestamp', row 4: 'yesterday' is not a number like the column's "
+     "other timestamps (dataset.interactions.timestamp)"),
+    (pd.DataFrame({"user": ["a", "b", "c"], "item": [1, 2, 3],
+                   "timestamp": ["2021-03-05", "someday", "2021-03-07"]}),
+     "inter.csv: column 'timestamp', row 3: 'someday' is neither a number nor a date"),
 ])
 def test_bad_interactions_are_named(tmp_path, frame, message):
     rating = {"rating": "rating", "threshold": 3} if "rating" in frame else {}
@@ -287,3 +302,92 @@ def test_config_mismatches_are_named(tmp_path):
     result = run_cli("check", tmp_path / "cfg.yaml")
     assert result.exit_code == 2
     assert "cfg.yaml:8: dataset.interactions: task: rating needs `rating:`" in result.output
+
+
+@pytest.mark.parametrize("cutoff", ['"2021-06-01"', "2021-06-01", '"2021-06-01T00:00:00Z"'])
+@pytest.mark.parametrize("layout", ["iso", "iso_z", "parquet"])
+def test_the_time_split_cuts_dates_at_the_cutoff(tmp_path, cutoff, layout):
+    """Dates (strings with or without a zone, a Parquet datetime column) and a cutoff
+    written as a quoted or an unquoted YAML date: the same rows are the test."""
+    days = pd.date_range("2021-05-28", periods=8, freq="D")  # 4 before June 1st, 4 from it
+    frame = pd.DataFrame({"user": ["a", "b"] * 4, "item": list(range(8)), "timestamp": days})
+    if layout == "parquet":
+        frame.to_parquet(tmp_path / "inter.parquet")
+    else:
+        text = days.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if layout == "iso_z" else "")
+        frame.assign(timestamp=text).to_csv(tmp_path / "inter.csv", index=False)
+    name = "inter.parquet" if layout == "parquet" else "inter.csv"
+    (tmp_path / "cfg.yaml").write_text(RANKING.replace("path: inter.csv", f"path: {name}").replace(
+        "{timestamp: timestamp, split: leave_last_out, negatives: 4,\n"
+        "                 eval_negatives: 20, top_k: [5, 10]}",
+        f"{{timestamp: timestamp, split: time, cutoff: {cutoff}, eval_negatives: 2}}"))
+    cfg = load_config(tmp_path / "cfg.yaml").config
+    splits = source_for(cfg.dataset).load(cfg.seed)
+    assert len(splits.x_test) == 4  # items 4..7, from June 1st on
+    assert set(splits.info.columns["items"]) <= {0, 1, 2, 3}  # training and validation before it
+
+
+def test_ranking_folds_are_refused_before_the_data_loads(tmp_path):
+    (tmp_path / "cfg.yaml").write_text(RANKING)  # inter.csv does not exist
+    result = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "run", "--folds",
+                     "2")
+    assert result.exit_code == 2, result.output
+    assert ("Error: --folds is for task: rating; a ranking run validates on held-out "
+            "interactions of each user (dataset.validation_split) and is tested on those of "
+            "its split") in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_recommend_never_writes_onto_its_users_file_or_the_runs_data(ranked_run, tmp_path):
+    run, users = ranked_run / "run", tmp_path / "users.csv"
+    users.write_text("user\nu0\n")
+    result = run_cli("recommend", run, "--users", users, "--output", users)
+    assert result.exit_code == 2
+    assert (f"Error: --output {users} is the --users file; the output never overwrites its "
+            "input") in result.output
+    data = ranked_run / "inter.csv"
+    before = data.read_bytes()
+    result = run_cli("similar", run, "--item", "i3", "--output", data)
+    assert result.exit_code == 2
+    assert (f"Error: --output {data} is the data file the run was trained on (dataset.path: "
+            f"{data.resolve()}); write the output elsewhere") in result.output
+    assert data.read_bytes() == before
+
+
+def test_limit_keeps_the_first_training_interactions_and_test_path_is_refused(tmp_path):
+    planted(tmp_path / "inter.csv")
+    (tmp_path / "cfg.yaml").write_text(RANKING.replace("task: ranking", "task: ranking\n"
+                                                       "  limit: 30"))
+    cfg = load_config(tmp_path / "cfg.yaml").config
+    full = source_for(dataclasses.replace(cfg.dataset, limit=None)).load(cfg.seed)
+    limited = source_for(cfg.dataset).load(cfg.seed)
+    assert len(limited.x_train) == 30 < len(full.x_train)
+    assert len(limited.x_test) == len(full.x_test)
+    (tmp_path / "cfg.yaml").write_text(RANKING.replace("task: ranking", "task: ranking\n"
+                                                       "  test_path: inter.csv"))
+    result = run_cli("check", tmp_path / "cfg.yaml")
+    assert result.exit_code == 2
+    assert (f"{tmp_path / 'cfg.yaml'}:8: dataset.test_path: interactions are split by "
+            "dataset.interactions.split (random, leave_last_out or time), which holds the test "
+            "out; remove `test_path`") in result.output
+
+
+def test_ids_with_leading_zeros_stay_as_written_and_ids_string_reads_any(tmp_path):
+    from dlmine.data.interactions import read_events
+
+    frame = pd.DataFrame({"user": ["007", "7", "007", "7"], "item": ["0594451647", "B00X",
+                                                                       "B00Y", "0594451647"],
+                          "timestamp": [1, 2, 3, 4]})
+    with pytest.raises(DataError) as err:  # items mix digits and other ids
+        splits_of(tmp_path, frame, split="random")
+    assert ("column 'item' mixes integer ids ('0594451647', row 2) and string ids ('B00X', "
+            "row 3); expected ids of one type, or set dataset.interactions.ids: string to read "
+            "every id as written") in str(err.value)
+    splits_of(tmp_path, frame, split="random", ids="string")
+    events = read_events(load_config(tmp_path / "cfg.yaml").config.dataset)
+    assert list(events.users) == ["007", "7", "007", "7"]  # two users, as written
+    assert list(events.items) == ["0594451647", "B00X", "B00Y", "0594451647"]
+    splits_of(tmp_path, frame.assign(item=[1, 2, 3, 1]), split="random")
+    events = read_events(load_config(tmp_path / "cfg.yaml").config.dataset)
+    assert list(events.users) == ["007", "7", "007", "7"]  # auto: a leading zero keeps text
+    assert list(events.items) == [1, 2, 3, 1]

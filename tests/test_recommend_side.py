@@ -295,7 +295,14 @@ training:
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert set(report["metrics"]) >= {"rmse", "mae"}
     assert report["folds"] == 3 and len(report["per_fold"]) == 3 and "rmse" in report["std"]
-    assert all((tmp_path / "run" / f"fold-{k}" / "eval.json").exists() for k in (1, 2, 3))
+    for k in (1, 2, 3):  # each fold's figures are those `evaluate` finds for it
+        fold = tmp_path / "run" / f"fold-{k}"
+        trained = json.loads((fold / "eval.json").read_text())
+        assert trained["clipped_to"] == [3.0, 4.0], trained  # not [0, 0]: nothing clipped to 0
+        result = run_cli("evaluate", fold)
+        assert result.exit_code == 0, result.output
+        again = json.loads((fold / "eval.json").read_text())
+        assert again["metrics"]["rmse"] == pytest.approx(trained["metrics"]["rmse"], abs=1e-5)
 
 
 def test_ranking_report_shows_metrics_over_k_popularity_and_the_item_map(tower_run):

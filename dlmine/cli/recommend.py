@@ -39,7 +39,7 @@ def recommend(run_dir, user, users_file, k, include_seen, cold_start, output, ch
         raise click.UsageError("give one of --user U or --users FILE")
     fmt = output_format(output)
     users = [user] if user is not None else _read_users(users_file)
-    run = _check_run(run_dir, "recommend", output)
+    run = _check_run(run_dir, "recommend", output, users_file)
     import_keras(debug())
     rows = Recommender(run, checkpoint).recommend(users, k, include_seen, cold_start)
     _write(rows, fmt, output, run_dir, "recommendations")
@@ -60,11 +60,12 @@ def similar(run_dir, item, k, output, checkpoint) -> None:
     _write(rows, fmt, output, run_dir, "similar items")
 
 
-def _check_run(run_dir: Path, verb: str, output: Path | None) -> RunDir:
+def _check_run(run_dir: Path, verb: str, output: Path | None,
+               users_file: Path | None = None) -> RunDir:
     """The opened run, once it is neither the parent of `--folds` nor edited after training
     (its `config.yaml` would rebuild another split, so other seen items), and `--output` is
     what `predict` takes; before Keras loads."""
-    check_output(output, run_dir)
+    check_output(output, run_dir, users_file, "the --users file")
     run = RunDir.open(run_dir)
     run.refuse_folds(verb)
     run.check_config(Reporter().warn)
@@ -87,4 +88,5 @@ def _write(rows: list[dict], fmt: str, output: Path | None, run_dir: Path, what:
         click.echo(text, nl=False)
         return
     write_output(output, text, run_dir)
-    click.echo(f"wrote {len(rows)} {what} to {output}", err=True)
+    noun = what if len(rows) != 1 else what.removesuffix("s")
+    click.echo(f"wrote {len(rows)} {noun} to {output}", err=True)

@@ -81,7 +81,8 @@ def predict(run_dir, input_path, output, checkpoint) -> None:
         click.echo(text, nl=False)
         return
     write_output(output, text, run_dir)
-    click.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+    click.echo(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {output}",
+               err=True)
 
 
 @click.command()

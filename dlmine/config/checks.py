@@ -57,6 +57,10 @@ def check_dataset_path(cfg: Config, src: Sources) -> list[Problem]:
     if ds.name == "npz" and ds.test_path:
         problems.append(src.problem(("dataset", "test_path"), "an .npz holds its own test set "
                                     "(x_test, y_test); remove `test_path`"))
+    if ds.name == "interactions" and ds.test_path:
+        problems.append(src.problem(("dataset", "test_path"), "interactions are split by "
+                                    "dataset.interactions.split (random, leave_last_out or "
+                                    "time), which holds the test out; remove `test_path`"))
     return problems
 
 

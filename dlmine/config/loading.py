@@ -40,14 +40,15 @@ class Sources:
         self.overrides: dict[Path_, str] = {}
 
     def where(self, path: Path_) -> str:
-        """Where `path` was set: its own `--set`, one that set a key below it, or its line."""
+        """Where `path` was set: its own `--set` or one above it (which replaced what the
+        file had there), one that set a key below it, or its line."""
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return self.overrides[path[:n]]
-            if n == len(path):
-                below = [o for p, o in self.overrides.items() if p[:len(path)] == path and path]
-                if below:
-                    return below[0]
+        below = [o for p, o in self.overrides.items() if p[:len(path)] == path and path]
+        if below:
+            return below[0]
+        for n in range(len(path), -1, -1):
             if path[:n] in self.lines:
                 return f"{self.filename}:{self.lines[path[:n]]}"
         return f"{self.filename}:1"
@@ -201,6 +202,8 @@ def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> No
                                 "only (yaml.safe_load) and never builds Python objects; "
                                 "nothing was executed"))
         return
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
+        node.tag = "tag:yaml.org,2002:str"  # `cutoff: 2021-06-01` is the text as written
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key, value in node.value:

@@ -83,6 +83,11 @@ class InteractionsConfig:
     threshold: float | None = doc(
         "Ranking: an interaction is a positive when its rating is >= this; null: every "
         "interaction is a positive.")
+    ids: Literal["auto", "string"] = doc(
+        "How the user and item columns are read (and the tables' key columns): `auto`: "
+        "integers when every id is digits without a leading zero, else strings, and a column "
+        "that mixes integer and other ids is an error; `string`: every id is the text as "
+        "written (`007` and `7` differ; ISBN-like ids among others).", "auto")
     duplicates: Literal["last", "mean", "error"] = doc(
         "A (user, item) pair seen more than once: keep the `last` (by timestamp, then file "
         "order), the `mean` rating (with the last timestamp), or report an `error`.", "last")
@@ -144,7 +149,8 @@ class DatasetConfig:
     test_path: str | None = doc(
         "Tables, text and image folders: a separate test file or folder (same layout as "
         "`path`); null: the test split is held out of `path` (`test_split`). `npz` refuses it: "
-        "an `.npz` file (or each shard) holds its own `x_test` and `y_test`.")
+        "an `.npz` file (or each shard) holds its own `x_test` and `y_test`; `interactions` "
+        "too: `interactions.split` holds the test out.")
     target: str | None = doc(
         "Tables and text CSVs: the column to predict. Required for `csv` and `parquet`; "
         "`label` for a text CSV when null.")
@@ -177,7 +183,8 @@ class DatasetConfig:
     color_mode: Literal["rgb", "grayscale"] = doc(
         "Images: 3 channels (`rgb`) or 1 (`grayscale`).", "rgb")
     limit: int | None = doc(
-        "Use only the first N training samples (before the validation split); null for all.",
+        "Use only the first N training samples (before the validation split; `interactions`: "
+        "the first N training interactions in file order, after the split); null for all.",
         check=lambda v: None if v is None else _positive(v))
     validation_split: float | None = doc(
         "Fraction of the training samples held out for validation (stratified for "

@@ -61,6 +61,8 @@ class InteractionsSource(Source):
         """Read, split, fit the vocabularies on the training split, encode every split."""
         events = read_events(self.cfg)
         held = split_rows(events, self.cfg, seed)
+        if self.cfg.limit is not None:
+            held["train"] = held["train"][: self.cfg.limit]  # sorted rows: file order
         train = held["train"]
         users = _vocabulary(events.users[train])
         items = _vocabulary(events.items[train])
@@ -160,15 +162,15 @@ def read_events(cfg: DatasetConfig) -> Events:
 
     path, inter = Path(cfg.path), cfg.interactions
     fmt = "parquet" if path.suffix.lower() == ".parquet" else "csv"
-    frame = tabular.read_table(path, fmt)
+    frame = tabular.read_table(path, fmt, (inter.user, inter.item))
     for key in ("user", "item", "rating", "timestamp"):
         column = getattr(inter, key)
         if column is not None and column not in frame.columns:
             raise DataError(f"{path}: the {key} column '{column}' (dataset.interactions.{key}) "
                             "is not in the file" + valid_list(column, list(frame.columns),
                                                               "Columns"))
-    users = _ids(frame[inter.user], path, inter.user)
-    items = _ids(frame[inter.item], path, inter.item)
+    users = _ids(frame[inter.user], path, inter.user, inter.ids)
+    items = _ids(frame[inter.item], path, inter.item, inter.ids)
     ratings = (_numbers(frame[inter.rating], path, inter.rating) if inter.rating
                else np.ones(len(frame), "float64"))
     times = (_times(frame[inter.timestamp], path, inter.timestamp) if inter.timestamp
@@ -186,17 +188,19 @@ def read_events(cfg: DatasetConfig) -> Events:
     return Events(users, items, ratings.astype("float32"), times, positive)
 
 
-def _ids(series, path: Path, column: str) -> np.ndarray:
-    """Integer ids (int64) or string ids (object); a column that mixes them is refused."""
+def _ids(series, path: Path, column: str, mode: str = "auto") -> np.ndarray:
+    """Integer ids (int64) or string ids (object): with `mode` `auto`, integers when every
+    id is digits without a leading zero, and a column that mixes them with other ids is
+    refused; with `string`, the text as written."""
     import pandas as pd
 
     if series.isna().any():
         row = int(np.argmax(series.isna().to_numpy()))
         raise DataError(f"{path}: column '{column}', row {row + 2}: the id is missing; every "
                         "interaction needs a user and an item")
-    if pd.api.types.is_integer_dtype(series):
+    if mode == "auto" and pd.api.types.is_integer_dtype(series):
         return series.to_numpy("int64")
-    if pd.api.types.is_float_dtype(series):
+    if mode == "auto" and pd.api.types.is_float_dtype(series):
         values = series.to_numpy("float64")
         if np.all(np.mod(values, 1) == 0):
             return values.astype("int64")
@@ -204,42 +208,78 @@ def _ids(series, path: Path, column: str) -> np.ndarray:
         raise DataError(f"{path}: column '{column}', row {row + 2}: {values[row]!r} is not an "
                         "id (expected integers or strings)")
     text = series.map(lambda v: str(v).strip())
+    if mode == "string":
+        return text.to_numpy(object)
     numeric = text.str.fullmatch(r"-?\d+").to_numpy()
-    if numeric.all():
+    if numeric.all() and not text.str.fullmatch(r"-?0\d+").any():
         return text.astype("int64").to_numpy()
-    if numeric.any():
+    if numeric.any() and not numeric.all():
         first_int, first_str = int(np.argmax(numeric)), int(np.argmax(~numeric))
         raise DataError(f"{path}: column '{column}' mixes integer ids ({text.iloc[first_int]!r}, "
                         f"row {first_int + 2}) and string ids ({text.iloc[first_str]!r}, row "
-                        f"{first_str + 2}); expected ids of one type")
-    return text.to_numpy(object)
+                        f"{first_str + 2}); expected ids of one type, or set "
+                        "dataset.interactions.ids: string to read every id as written")
+    return text.to_numpy(object)  # strings, or digits with a leading zero: as written
 
 
 def _numbers(series, path: Path, column: str) -> np.ndarray:
     import pandas as pd
 
-    numbers = pd.to_numeric(series, errors="coerce")
-    bad = numbers.isna().to_numpy()
+    _refuse_missing(series, path, column, "rating")
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy("float64")
+    bad = ~np.isfinite(numbers)
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(f"{path}: column '{column}', row {row + 2}: {series.iloc[row]!r} is not "
-                        "a number (dataset.interactions.rating)")
-    return numbers.to_numpy("float64")
+        what = (f"{_cell(series, row)} is not a number" if np.isnan(numbers[row]) else
+                f"{numbers[row]} is not a finite number")
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {what} "
+                        "(dataset.interactions.rating)")
+    return numbers
 
 
 def _times(series, path: Path, column: str) -> np.ndarray:
+    """Seconds: numbers as they are, dates (naive ones taken as UTC) since 1970."""
     import pandas as pd
 
+    _refuse_missing(series, path, column, "timestamp")
+    if pd.api.types.is_datetime64_any_dtype(series):  # a Parquet datetime column
+        return _seconds(pd.to_datetime(series, utc=True))
     numbers = pd.to_numeric(series, errors="coerce")
     if numbers.notna().all():
         return numbers.to_numpy("float64")
-    dates = pd.to_datetime(series, errors="coerce")
+    if numbers.notna().any():  # a column of numbers with a word among them
+        row = int(np.argmax(numbers.isna().to_numpy()))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {_cell(series, row)} is not "
+                        "a number like the column's other timestamps (dataset.interactions."
+                        "timestamp)")
+    dates = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
     bad = dates.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(f"{path}: column '{column}', row {row + 2}: {series.iloc[row]!r} is "
+        raise DataError(f"{path}: column '{column}', row {row + 2}: {_cell(series, row)} is "
                         "neither a number nor a date (dataset.interactions.timestamp)")
-    return dates.astype("int64").to_numpy("float64") / 1e9
+    return _seconds(dates)
+
+
+def _seconds(dates) -> np.ndarray:
+    """UTC dates (a Series or a Timestamp) as seconds since 1970, whatever their unit."""
+    import pandas as pd
+
+    since = dates - pd.Timestamp(0, tz="UTC")
+    return np.asarray(since / pd.Timedelta(seconds=1), dtype="float64")
+
+
+def _refuse_missing(series, path: Path, column: str, key: str) -> None:
+    missing = series.isna().to_numpy()
+    if missing.any():
+        row = int(np.argmax(missing))
+        raise DataError(f"{path}: column '{column}', row {row + 2}: the {key} is missing "
+                        f"(dataset.interactions.{key}); every interaction needs one")
+
+
+def _cell(series, row: int) -> str:
+    value = series.iloc[row]
+    return repr(value.item() if hasattr(value, "item") else value)
 
 
 def _deduplicated(users, items, times, path: Path, cfg: DatasetConfig) -> np.ndarray:
@@ -307,11 +347,12 @@ def _time_split(events: Events, cfg: DatasetConfig) -> dict:
 
     cutoff = cfg.interactions.cutoff
     if isinstance(cutoff, str):
-        parsed = pd.to_datetime(cutoff, errors="coerce")
-        if pd.isna(parsed):
+        number = pd.to_numeric(cutoff, errors="coerce")
+        parsed = pd.to_datetime(cutoff, errors="coerce", utc=True) if pd.isna(number) else None
+        if parsed is not None and pd.isna(parsed):
             raise DataError(f"dataset.interactions.cutoff {cutoff!r} is neither a number nor a "
                             "date")
-        cutoff = parsed.value / 1e9
+        cutoff = float(number) if parsed is None else float(_seconds(parsed))
     test = np.flatnonzero(events.times >= cutoff)
     rest = np.flatnonzero(events.times < cutoff)
     out = {"test": test, "train": rest}

@@ -43,7 +43,8 @@ def feature_matrix(path: str | Path, key: str, features: dict, vocabulary: np.nd
     import pandas as pd
 
     path = Path(path)
-    frame = tabular.read_table(path, "parquet" if path.suffix.lower() == ".parquet" else "csv")
+    frame = tabular.read_table(path, "parquet" if path.suffix.lower() == ".parquet" else "csv",
+                               (key,))
     names = list(frame.columns)
     where = f"dataset.interactions.{side}_features"
     if key not in frame.columns:
@@ -71,8 +72,10 @@ def feature_matrix(path: str | Path, key: str, features: dict, vocabulary: np.nd
     at = np.searchsorted(vocabulary, keys)
     found = (at < len(vocabulary)) & (vocabulary[np.minimum(at, len(vocabulary) - 1)] == keys)
     if not found.any():
+        article = "an" if side == "item" else "a"
         raise DataError(f"{path}: none of the {len(frame)} ids in column '{key}' (e.g. "
-                        f"{_plain(ids.iloc[0])!r}) is a {side} of the training interactions (e.g. "
+                        f"{_plain(ids.iloc[0])!r}) is {article} {side} of the training "
+                        "interactions (e.g. "
                         f"{_plain(vocabulary[0])!r}); expected the same ids")
     table = tabular.check_values(frame[list(features)], path, features, "impute", key=where)
     encoder = tabular.TableEncoder(features, separator=separator).fit(table)

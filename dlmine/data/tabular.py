@@ -26,8 +26,9 @@ from dlmine.errors import DataError
 KINDS = COLUMN_KINDS
 
 
-def read_table(path: Path, fmt: str):
-    """Read a CSV or Parquet file into a DataFrame, with clear messages for bad files."""
+def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
+    """Read a CSV or Parquet file into a DataFrame, with clear messages for bad files; the
+    CSV columns named in `strings` are read as text, as written (ids: `007` stays `007`)."""
     import pandas as pd
 
     check_regular_file(path, "a Parquet file" if fmt == "parquet" else "a CSV file")
@@ -35,7 +36,7 @@ def read_table(path: Path, fmt: str):
         if fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, skipinitialspace=True)
+            frame = pd.read_csv(path, skipinitialspace=True, dtype=dict.fromkeys(strings, str))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows") from None
     except UnicodeDecodeError:  # pandas' offset counts from its chunk, not from the file

@@ -19,7 +19,7 @@ from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
-from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir, atomic_write
+from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir, atomic_write, read_config_mapping
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 PREDICT_BATCH = 256
@@ -171,10 +171,11 @@ def _short(value) -> float:
     return float(str(np.float32(value)))
 
 
-def check_output(output: Path | None, run_dir: Path, input_path: Path | None = None) -> None:
+def check_output(output: Path | None, run_dir: Path, input_path: Path | None = None,
+                 input_name: str = "the input file") -> None:
     """Refuse, before any work, an `--output` that would overwrite a file of the run (only
-    `predictions/` is for predictions, made when first written to) or the input itself, or
-    whose folder does not exist.
+    `predictions/` is for predictions, made when first written to), the input itself, a data
+    file the run was trained on (or a file in its data folder), or whose folder does not exist.
 
     Raises:
         UsageError: it would, or its folder is missing.
@@ -183,14 +184,31 @@ def check_output(output: Path | None, run_dir: Path, input_path: Path | None = N
         return
     target, run = Path(output).resolve(), Path(run_dir).resolve()
     if input_path is not None and target == Path(input_path).resolve():
-        raise UsageError(f"--output {output} is the input file; predictions never overwrite "
-                         "their input")
+        raise UsageError(f"--output {output} is {input_name}; the output never overwrites its "
+                         "input")
+    for data, key in _data_files(run_dir).items():
+        if target == data or target.is_relative_to(data):
+            what = "is the data file" if target == data else "is inside the data folder"
+            raise UsageError(f"--output {output} {what} the run was trained on ({key}: {data}); "
+                             "write the output elsewhere")
     inside = _in_predictions(output, run_dir)
     if target.is_relative_to(run) and not inside:
         raise UsageError(f"--output {output}: inside the run directory {run_dir}; write "
                          f"predictions elsewhere, or under {run_dir}/predictions/")
     if not inside and not target.parent.is_dir():
         raise UsageError(f"--output {output}: the folder {Path(output).parent} does not exist")
+
+
+def _data_files(run_dir: Path) -> dict[Path, str]:
+    """The files and folders the run's `config.yaml` reads, resolved, with their keys."""
+    dataset = (read_config_mapping(Path(run_dir) / CONFIG) or {}).get("dataset")
+    dataset = dataset if isinstance(dataset, dict) else {}
+    inter = dataset.get("interactions") if isinstance(dataset.get("interactions"), dict) else {}
+    named = {"dataset.path": dataset.get("path"), "dataset.test_path": dataset.get("test_path"),
+             "dataset.interactions.users": inter.get("users"),
+             "dataset.interactions.items": inter.get("items")}
+    return {Path(value).resolve(): key for key, value in named.items()
+            if isinstance(value, str) and value}
 
 
 def write_output(output: Path, text: str, run_dir: Path) -> None:

@@ -76,21 +76,23 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
                                   "data_fingerprint": splits.fingerprint, "final_metrics": None})
     parent = tracking.start_run(track, run, None, reporter.warn)
     try:
-        _train_each(loaded, parts, run, device_used, reporter, argv, tracking.nested(track, parent))
+        _train_each(loaded, source, parts, run, device_used, reporter, argv,
+                    tracking.nested(track, parent))
     finally:  # the status run.json now holds
         tracking.finish_run(parent, run)
     return run
 
 
-def _train_each(loaded: LoadedConfig, parts: list[Splits], run: RunDir, device_used: str,
-                reporter: Reporter, argv: list[str], track: tracking.Target | None) -> None:
+def _train_each(loaded: LoadedConfig, source: Source, parts: list[Splits], run: RunDir,
+                device_used: str, reporter: Reporter, argv: list[str],
+                track: tracking.Target | None) -> None:
     """Train the folds, then write the parent's `eval.json` and mark it `completed`."""
     cfg, folds, reports = loaded.config, len(parts), []
     for k, part in enumerate(parts, start=1):
         reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
                       "validation samples")
         with _parent_marked(run, k, folds):
-            prepared = build_checked_model(loaded, part.info.num_classes, part)
+            prepared = build_checked_model(loaded, part.info.num_classes, part, source)
             fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
             reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv,
                                    track=track))

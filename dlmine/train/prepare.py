@@ -28,11 +28,13 @@ class Prepared:
 
 
 def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None,
-                        splits: Splits | None = None) -> Prepared:
+                        splits: Splits | None = None, source: Source | None = None) -> Prepared:
     """Build the model on the shape the data will give, without loading the data.
 
     Tables and texts are the exception: their input width (a table's encoded columns) or
-    vocabulary is known from the data only, so `splits` are loaded (or given) first.
+    vocabulary is known from the data only, so `splits` are loaded (or given) first. Given
+    `splits`, give the `source` that loaded them too: it keeps what the load learned (an
+    interactions source's rating range and catalogue, which its evaluation needs).
 
     Raises:
         ConfigError: a layer does not fit, the output does not fit the classes, or
@@ -40,7 +42,7 @@ def build_checked_model(loaded: LoadedConfig, num_classes: int | None = None,
         DataError: the data file named by the config cannot be read.
     """
     cfg, src = loaded.config, loaded.sources
-    source = source_for(cfg.dataset)
+    source = source or source_for(cfg.dataset)
     if splits is None and source.shape_from_data:
         splits = source.load(cfg.seed)
     info = splits.info if splits is not None else source.describe()

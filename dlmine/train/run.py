@@ -59,6 +59,10 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
         Interrupted: Ctrl-C or SIGTERM (the run is marked `interrupted`).
     """
     cfg = loaded.config
+    if folds and cfg.dataset.name == "interactions" and cfg.dataset.task == "ranking":
+        raise UsageError("--folds is for task: rating; a ranking run validates on held-out "
+                         "interactions of each user (dataset.validation_split) and is tested on "
+                         "those of its split")
     if run_dir is not None:
         refuse_existing(run_dir)  # before the data load: their errors or time would come first
     device_used = _set_up_backend(cfg, device)

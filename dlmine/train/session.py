@@ -66,7 +66,7 @@ def new_run(loaded: LoadedConfig, prepared: Prepared, splits: Splits, run: RunDi
     """Fit the preprocessing, write the run's first files, train and evaluate; the report."""
     cfg = loaded.config
     if cfg.dataset.task == "classification" and splits.info.num_classes != prepared.info.num_classes:
-        prepared = build_checked_model(loaded, splits.info.num_classes, splits)
+        prepared = build_checked_model(loaded, splits.info.num_classes, splits, prepared.source)
     prep = prepared.preprocessor
     prep.num_classes = splits.info.num_classes
     compile_model(prepared.model, cfg)
