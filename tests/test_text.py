@@ -37,8 +37,9 @@ def test_int_mode_gives_padded_ids_with_an_unseen_id():
     vocab = vocabulary(max_tokens=5, sequence_length=4).fit(["b a b", "c b a", "d"])
     # 0 padding, 1 unseen, then by frequency (b 3, a 2), ties alphabetical (c before d): 5 ids
     assert vocab.terms == ["", "[UNK]", "b", "a", "c"]
-    np.testing.assert_array_equal(vocab.transform(["a b zzz", "b b b b b b", ""]),
-                                  [[3, 2, 1, 0], [2, 2, 2, 2], [0, 0, 0, 0]])
+    # a text without a term is the unseen id alone: a masked average always has one step
+    np.testing.assert_array_equal(vocab.transform(["a b zzz", "b b b b b b", "", "!!! <br />"]),
+                                  [[3, 2, 1, 0], [2, 2, 2, 2], [1, 0, 0, 0], [1, 0, 0, 0]])
     assert vocab.transform(["a"]).dtype == np.int32
 
 
@@ -53,6 +54,22 @@ def test_bag_modes_count_the_terms_of_each_text():
     idf_b, idf_c = np.log(4 / 3) + 1, np.log(4 / 2) + 1  # b in 2 of 3 texts, c in 1 (smoothed)
     expected = np.array([0, 0, 2 * idf_b, 0, idf_c, 0])
     np.testing.assert_allclose(row, expected / np.linalg.norm(expected), rtol=1e-6)
+    # terms outside the vocabulary count for nothing, as in scikit-learn
+    np.testing.assert_allclose(tfidf.transform(["b b c zzz qqq"])[0], row, rtol=1e-6)
+    for vocab in (multi, count, tfidf):  # no term at all: no crash, nothing of a known term
+        assert vocab.transform(["", "!!!"])[:, 2:].sum() == 0
+
+
+def test_tf_idf_equals_scikit_learn_on_a_cut_vocabulary():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["the tea is good", "the tea is bad", "good good coffee", "bad coffee and tea",
+             "a cup of tea", "no coffee"]
+    vocab = vocabulary(max_tokens=6, output_mode="tf_idf").fit(texts)  # 4 of the 11 words
+    kept = vocab.terms[2:]
+    peer = TfidfVectorizer(vocabulary=kept, token_pattern=r"\S+").fit(texts)
+    np.testing.assert_allclose(vocab.transform(texts + ["tea zzz"])[:, 2:],
+                               peer.transform(texts + ["tea zzz"]).toarray(), atol=1e-6)
 
 
 def reviews(folder: Path, rows: int = 96, name: str = "reviews.csv") -> Path:
@@ -155,6 +172,12 @@ def test_a_bag_of_ngrams_trains_a_dense_model(cli, tmp_path):
     predicted = cli("predict", run, tmp_path / "one.txt")
     assert predicted.exit_code == 0, predicted.output
     assert predicted.stdout.splitlines()[1].startswith("0,pos,1,")
+    (tmp_path / "one.jsonl").write_text('{"review": "great"}\n', encoding="utf-8")
+    refused = cli("predict", run, tmp_path / "one.jsonl")
+    assert refused.exit_code == 2
+    assert refused.stderr == (f"Error: {tmp_path / 'one.jsonl'}: a text run predicts a .txt "
+                              "file, a folder of .txt files or a CSV (.csv, .csv.gz) with the "
+                              "column 'review'; received a '.jsonl' file\n")
     exported = cli("export", run, "--format", "tflite")
     assert exported.exit_code == 0, exported.output
     assert exported.stderr.startswith("checked: predictions of the tflite export on 8 test "
@@ -282,6 +305,42 @@ def test_multi_label_texts_get_every_label_above_the_threshold(cli, tmp_path):
     lines = predicted.stdout.splitlines()
     assert lines[0] == "sample,labels,prob_coffee,prob_tea"
     assert [line.split(",")[1] for line in lines[1:]] == ["tea", "coffee", "coffee|tea"]
+
+
+@pytest.mark.parametrize(("dataset", "text", "layers", "messages"), [
+    (", task: regression", "{output_mode: int, max_tokens: 2, sequence_length: 8}", RNN,
+     ["cfg.yaml:3: dataset.task: text is classified: expected classification or multi_label, "
+      "received regression",
+      "cfg.yaml:5: preprocessing.text.max_tokens: expected an integer >= 3: the padding id, the "
+      "unseen-term id and at least one term, received 2 (integer)"]),
+    ("", "{output_mode: int, max_tokens: 50, sequence_length: 8}", RNN,
+     ["cfg.yaml:8: model.layers[0].Embedding.input_dim: expected at least "
+      "preprocessing.text.max_tokens (50) ids, received 40: ids 40 and up would fall outside "
+      "the embedding"]),
+    ("", "{output_mode: count, max_tokens: 40}", RNN,
+     ["cfg.yaml:8: model.layers[0].Embedding: an Embedding reads token ids, but "
+      "preprocessing.text.output_mode is count (a bag of floats per text); use output_mode: "
+      "int, or Dense layers"]),
+])
+def test_text_configs_that_cannot_work_are_refused_before_the_data(cli, tmp_path, dataset, text,
+                                                                   layers, messages):
+    config = TEXT.replace("target: score}}", "target: score" + dataset + "}}")
+    path = write_config(tmp_path, config.format(text=text, layers=layers, epochs=1))
+    result = cli("check", path)  # reviews.csv does not exist: refused before it is read
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: {len(messages)} problem{'s' if len(messages) > 1 else ''} "
+                             "in the config:\n" + "".join(f"  {tmp_path / m}\n" for m in messages))
+
+
+def test_multi_label_needs_a_sigmoid_not_a_softmax(cli, tmp_path):
+    tagged(tmp_path)
+    text = MULTI.replace("units: 2, activation: sigmoid", "units: 2, activation: softmax")
+    result = cli("check", write_config(tmp_path, text))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: 1 problem in the config:\n  {tmp_path / 'cfg.yaml'}:8: model.layers[0].Dense: "
+        "dataset.task: multi_label needs one sigmoid output per label (each label is yes or no "
+        "on its own), received activation: softmax; set activation: sigmoid\n")
 
 
 def test_multi_label_needs_one_sigmoid_output_per_label(cli, tmp_path):

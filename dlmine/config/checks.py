@@ -70,6 +70,9 @@ def check_dataset_kind_keys(cfg: Config, src: Sources) -> list[Problem]:
     if ds.name in ("csv", "parquet") and not ds.target:
         problems.append(src.problem(("dataset",), f"name: {ds.name} needs `target:`, the "
                                     "column to predict"))
+    if ds.name == "text" and ds.task == "regression":
+        problems.append(src.problem(("dataset", "task"), "text is classified: expected "
+                                    "classification or multi_label, received regression"))
     if ds.name == "images" and not ds.image_size:
         problems.append(src.problem(("dataset",), "name: images needs `image_size: [height, "
                                     "width]`, the size every image is resized to"))
@@ -133,6 +136,26 @@ def check_multi_label(cfg: Config, src: Sources) -> list[Problem]:
         return [src.problem(("training", "loss"), f"{cfg.training.loss} does not fit "
                             "dataset.task: multi_label (one sigmoid output per label); use "
                             "binary_crossentropy")]
+    return []
+
+
+def check_text_embedding(cfg: Config, src: Sources) -> list[Problem]:
+    """A text model's first `Embedding` reads ids of the vocabulary: `int` mode, and room for
+    `max_tokens` ids."""
+    layers, text = cfg.model.layers, cfg.preprocessing.text
+    first = layers[0] if cfg.dataset.name == "text" and layers else None
+    if not (isinstance(first, dict) and list(first) == ["Embedding"]):
+        return []
+    path, args = ("model", "layers", 0, "Embedding"), first["Embedding"]
+    if text.output_mode != "int":
+        return [src.problem(path, "an Embedding reads token ids, but "
+                            f"preprocessing.text.output_mode is {text.output_mode} (a bag of "
+                            "floats per text); use output_mode: int, or Dense layers")]
+    dim = args.get("input_dim") if isinstance(args, dict) else None
+    if isinstance(dim, int) and not isinstance(dim, bool) and dim < text.max_tokens:
+        return [src.problem(path + ("input_dim",), "expected at least "
+                            f"preprocessing.text.max_tokens ({text.max_tokens}) ids, received "
+                            f"{dim}: ids {dim} and up would fall outside the embedding")]
     return []
 
 
@@ -372,6 +395,7 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
     (check_interactions, ("dataset.name", "dataset.task", "dataset.interactions",
                           "model.recommender")),
     (check_multi_label, ("dataset.task", "dataset.name", "training.loss")),
+    (check_text_embedding, ("dataset.name", "model.layers", "preprocessing.text")),
 ]
 
 

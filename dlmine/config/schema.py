@@ -217,11 +217,14 @@ class TextConfig:
         "1 a term never seen in training) for `Embedding` and recurrent or convolutional "
         "layers; or a bag of `max_tokens` floats for `Dense` layers: `multi_hot` "
         "(1 when the term occurs), `count` (how often), `tf_idf` (count x inverse document "
-        "frequency, each text scaled to unit length).", "int")
+        "frequency, each text scaled to unit length; terms outside the vocabulary count for "
+        "nothing).", "int")
     max_tokens: int = doc(
         "Vocabulary size, the padding and unknown ids included: the `max_tokens - 2` most "
         "frequent terms (words and n-grams) of the training split. An `Embedding` needs "
-        "`input_dim: max_tokens`.", 10000, check=_positive)
+        "`input_dim: max_tokens`.", 10000,
+        check=lambda v: None if v >= 3 else "expected an integer >= 3: the padding id, the "
+                                             "unseen-term id and at least one term")
     sequence_length: int = doc(
         "`int` mode: ids per text; longer texts are cut at the end, shorter ones padded with 0 "
         "at the end (`Embedding: {mask_zero: true}` masks the padding).", 100, check=_positive)

@@ -22,7 +22,7 @@ from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data.base import DataInfo, Source, class_folders, json_type
 from dlmine.data.files import check_regular_file
 from dlmine.data.tabular import check_unique
-from dlmine.errors import DataError
+from dlmine.errors import DataError, UsageError
 
 
 class TextSource(Source):
@@ -64,8 +64,12 @@ class TextSource(Source):
         elif path.name.lower().endswith((".csv", ".csv.gz")):
             frame = read_csv(path, self.cfg.encoding)
             texts = list(text_column(frame, path, self.cfg.text_column))
-        else:
+        elif path.suffix.lower() == ".txt" or not path.exists():
             texts = [read_text_file(path, self.cfg.encoding)]
+        else:
+            raise UsageError(f"{path}: a text run predicts a .txt file, a folder of .txt files "
+                             f"or a CSV (.csv, .csv.gz) with the column '{self.cfg.text_column}';"
+                             f" received a '{path.suffix or 'no extension'}' file")
         if not texts:
             raise DataError(f"{path}: no texts (.txt files) to predict")
         return np.asarray(texts, dtype=object)

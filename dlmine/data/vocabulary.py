@@ -13,7 +13,10 @@ state (terms, document frequencies) is plain JSON, saved in `preprocessing.json`
                the term occurs;
     count      how often it occurs;
     tf_idf     count x idf (idf = ln((1 + texts) / (1 + texts with the term)) + 1), each
-               row scaled to unit length (scikit-learn's `TfidfVectorizer` defaults).
+               row scaled to unit length (scikit-learn's `TfidfVectorizer` defaults); terms
+               outside the vocabulary (id 1) count for nothing, as scikit-learn drops them.
+A text with no term (empty, or punctuation or tags only) is the unseen-term id alone, so
+that a masked sequence always holds one step.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Vocabulary:
             n = len(texts)
             df = np.array([0, 0] + [documents[t] for t in kept], dtype="float64")
             self.idf = (np.log((1 + n) / (1 + df)) + 1).astype("float32")
+            self.idf[:2] = 0.0  # padding never occurs; unseen terms are dropped
         return self
 
     def size(self) -> int:
@@ -95,7 +99,8 @@ class Vocabulary:
         return (self.cfg.max_tokens,)
 
     def ids(self, text: str) -> list[int]:
-        return [self.index.get(t, 1) for t in self.tokens(text)]
+        """The ids of the text's terms; the unseen-term id alone for a text without any."""
+        return [self.index.get(t, 1) for t in self.tokens(text)] or [1]
 
     def transform(self, texts) -> np.ndarray:
         """`int32` ids of shape (N, sequence_length), or `float32` bags of (N, max_tokens)."""
@@ -109,7 +114,8 @@ class Vocabulary:
             return out
         out = np.zeros((len(texts), self.cfg.max_tokens), dtype="float32")
         for row, text in enumerate(texts):
-            ids, counts = np.unique(self.ids(str(text)), return_counts=True)
+            ids, counts = np.unique(np.asarray(self.ids(str(text)), "int64"),
+                                    return_counts=True)
             out[row, ids] = 1.0 if mode == "multi_hot" else counts
         if mode == "tf_idf":
             out[:, : self.size()] *= self.idf

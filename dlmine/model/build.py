@@ -53,7 +53,7 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
 def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | None) -> None:
     """The last layer must give one value per class (or one value for a sigmoid / regression)."""
     last = len(cfg.model.layers) - 1
-    name = parse_layer(cfg.model.layers[last], ("model", "layers", last), src, [])[0]
+    name, args = parse_layer(cfg.model.layers[last], ("model", "layers", last), src, []) or ("", {})
     path = ("model", "layers", last, name)
     units = shape[-1]
     loss = loss_name(cfg.training.loss)
@@ -67,6 +67,12 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
                                        "dataset.task: multi_label needs one sigmoid output per "
                                        f"label: expected (None, {num_classes}); set units: "
                                        f"{num_classes}")])
+    activation = args.get("activation") if isinstance(args, dict) else None
+    if cfg.dataset.task == "multi_label" and activation != "sigmoid":
+        raise ConfigError([src.problem(path, "dataset.task: multi_label needs one sigmoid output "
+                                       "per label (each label is yes or no on its own), "
+                                       f"received activation: {activation or 'none (linear)'}; "
+                                       "set activation: sigmoid")])
     if cfg.dataset.task == "classification" and num_classes:
         binary = loss in {"binary_crossentropy", "binary_focal_crossentropy"}
         if binary and num_classes != 2:
