@@ -186,12 +186,12 @@ def check_output(output: Path | None, run_dir: Path, input_path: Path | None = N
     if input_path is not None and target == Path(input_path).resolve():
         raise UsageError(f"--output {output} is {input_name}; the output never overwrites its "
                          "input")
-    for data, key in _data_files(run_dir).items():
+    inside = _in_predictions(output, run_dir)
+    for data, key in ({} if inside else _data_files(run_dir)).items():
         if target == data or target.is_relative_to(data):
             what = "is the data file" if target == data else "is inside the data folder"
             raise UsageError(f"--output {output} {what} the run was trained on ({key}: {data}); "
                              "write the output elsewhere")
-    inside = _in_predictions(output, run_dir)
     if target.is_relative_to(run) and not inside:
         raise UsageError(f"--output {output}: inside the run directory {run_dir}; write "
                          f"predictions elsewhere, or under {run_dir}/predictions/")
