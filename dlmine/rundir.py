@@ -200,7 +200,7 @@ class RunDir:
     def write_json(self, name: str, obj: Any) -> None:
         """Write `obj` as JSON; a NaN or infinite number (an undefined metric, such as R² of
         one sample) is written as null, which JSON readers take, never as `NaN`."""
-        self.write(name, json_text(_finite_or_null(obj), self.path / name))
+        self.write(name, json_text(finite_or_null(obj), self.path / name))
 
     def read_json(self, name: str) -> dict:
         try:
@@ -446,14 +446,14 @@ def json_text(obj: Any, path: Path) -> str:
         raise DlmineError(f"cannot write {path}: {key} is {value}, which JSON cannot hold") from None
 
 
-def _finite_or_null(obj: Any) -> Any:
+def finite_or_null(obj: Any) -> Any:
     """`obj` with every NaN or infinite float (numpy's too) replaced by None."""
     if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
+        return {k: finite_or_null(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite_or_null(v) for v in obj]
+        return [finite_or_null(v) for v in obj]
     if hasattr(obj, "tolist") and not isinstance(obj, str):
-        return _finite_or_null(obj.tolist())
+        return finite_or_null(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj

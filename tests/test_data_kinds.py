@@ -343,7 +343,11 @@ def test_image_folders_with_augmentation(cli, tmp_path):
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]["accuracy"] >= 0.9
     predicted = cli("predict", tmp_path / "run", tmp_path / "imgs" / "red")
     assert predicted.exit_code == 0, predicted.output
-    classes = [line.split(",")[1] for line in predicted.stdout.splitlines()[1:]]
+    lines = predicted.stdout.splitlines()
+    assert lines[0].startswith("sample,file,class,class_index,")
+    names = sorted(p.name for p in (tmp_path / "imgs" / "red").iterdir())
+    assert [line.split(",")[1] for line in lines[1:]] == names
+    classes = [line.split(",")[2] for line in lines[1:]]
     assert len(classes) == 24 and classes.count("red") >= 20
     (tmp_path / "table.csv").write_text("x\n1\n")
     wrong_kind = cli("predict", tmp_path / "run", tmp_path / "table.csv")

@@ -198,7 +198,9 @@ def test_predict_answers_what_dlmine_predict_writes_for_each_kind(runs, servers,
         (tmp_path / "imgs" / file.name).write_bytes(file.read_bytes())
     images = servers["images"].post("/predict", {"inputs": [base64.b64encode(f.read_bytes())
                                                             .decode() for f in files]})
-    assert same_rows(images, 200, predicted(runs / "images", tmp_path / "imgs"))
+    from_folder = predicted(runs / "images", tmp_path / "imgs")
+    assert [row.pop("file") for row in from_folder] == [f.name for f in files]  # sorted names
+    assert same_rows(images, 200, from_folder)
     assert len(images[1]["predictions"]) == 3
 
 

@@ -172,6 +172,17 @@ def test_a_bag_of_ngrams_trains_a_dense_model(cli, tmp_path):
     predicted = cli("predict", run, tmp_path / "one.txt")
     assert predicted.exit_code == 0, predicted.output
     assert predicted.stdout.splitlines()[1].startswith("0,pos,1,")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "b.txt").write_text("awful bad tea", encoding="utf-8")
+    (tmp_path / "folder" / "a.txt").write_text("great good tea", encoding="utf-8")
+    (tmp_path / "folder" / "c.txt").write_text("", encoding="utf-8")  # no term: no crash
+    folder = cli("predict", run, tmp_path / "folder")
+    assert folder.exit_code == 0, folder.output
+    lines = folder.stdout.splitlines()
+    assert lines[0].startswith("sample,file,class,")
+    assert [line.split(",")[:3] for line in lines[1:3]] == [["0", "a.txt", "pos"],
+                                                            ["1", "b.txt", "neg"]]
+    assert lines[3].startswith("2,c.txt,")
     (tmp_path / "one.jsonl").write_text('{"review": "great"}\n', encoding="utf-8")
     refused = cli("predict", run, tmp_path / "one.jsonl")
     assert refused.exit_code == 2

@@ -264,6 +264,11 @@ class Source:
         """The raw inputs in a `predict` INPUT, before preprocessing."""
         raise NotImplementedError
 
+    def input_files(self, path: Path) -> list[Path] | None:
+        """The files of a `predict` INPUT folder, in the order `read_input` reads them (their
+        names go beside the predictions); None for an input that is one file."""
+        return None
+
     def check_input(self, x, prep, source: str, warn=None):
         """`predict` input as a batch of samples the run's preprocessor `prep` takes, or a
         `DataError` naming `source` (expected vs received); `warn(message)` says what was

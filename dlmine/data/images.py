@@ -30,8 +30,7 @@ class ImageSource(ArraySource):
 
     def read_input(self, path: Path) -> np.ndarray:
         """One image file, or a folder of images, resized as in training."""
-        paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if path.is_dir() else [path]
+        paths = self.input_files(path) or [path]
         if not path.is_dir():
             check_regular_file(path, "an image file or a folder of images")
             if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -41,6 +40,11 @@ class ImageSource(ArraySource):
         if not paths:
             raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return read_images(paths, self.cfg.image_size, self.cfg.color_mode)
+
+    def input_files(self, path: Path) -> list[Path] | None:
+        if not path.is_dir():
+            return None
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def check_json(self, values: list, prep, field: str, warn=None) -> np.ndarray:
         """One image file per sample, base64-encoded, resized as in training."""

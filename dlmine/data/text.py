@@ -60,7 +60,7 @@ class TextSource(Source):
         """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV (or
         gzipped `.csv.gz`) with the text column."""
         if path.is_dir():
-            texts = [read_text_file(p, self.cfg.encoding) for p in sorted(path.glob("*.txt"))]
+            texts = [read_text_file(p, self.cfg.encoding) for p in self.input_files(path)]
         elif path.name.lower().endswith((".csv", ".csv.gz")):
             frame = read_csv(path, self.cfg.encoding)
             texts = list(text_column(frame, path, self.cfg.text_column))
@@ -73,6 +73,9 @@ class TextSource(Source):
         if not texts:
             raise DataError(f"{path}: no texts (.txt files) to predict")
         return np.asarray(texts, dtype=object)
+
+    def input_files(self, path: Path) -> list[Path] | None:
+        return sorted(path.glob("*.txt")) if path.is_dir() else None
 
     def check_json(self, values: list, prep, field: str, warn=None):
         """One string per sample."""

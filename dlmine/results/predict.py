@@ -19,7 +19,15 @@ from dlmine.console import Reporter
 from dlmine.data import Preprocessor, Source, source_for
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import load_checkpoint
-from dlmine.rundir import CONFIG, RUN_JSON, ConfigEdited, RunDir, atomic_write, read_config_mapping
+from dlmine.rundir import (
+    CONFIG,
+    RUN_JSON,
+    ConfigEdited,
+    RunDir,
+    atomic_write,
+    finite_or_null,
+    read_config_mapping,
+)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 PREDICT_BATCH = 256
@@ -111,7 +119,13 @@ def predict_file(run_dir: Path, input_path: Path, checkpoint: str, warn=None) ->
         raise UsageError(f"input not found: {path}")
     x = source.check_input(source.read_input(path), predictor.prep, str(input_path),
                            Reporter().warn)
-    return predictor.rows(predictor.outputs(predictor.prep.transform_x(x)))
+    rows = predictor.rows(predictor.outputs(predictor.prep.transform_x(x)))
+    files = source.input_files(path)
+    if files is not None and len(files) == len(rows):  # a folder: each row names its file
+        rows = [{"sample": row["sample"], "file": file.name,
+                 **{k: v for k, v in row.items() if k != "sample"}}
+                for row, file in zip(rows, files, strict=True)]
+    return rows
 
 
 def run_info(run: RunDir, warn=None) -> dict | None:
@@ -234,9 +248,10 @@ def output_format(path: Path | None) -> str:
 
 
 def render(rows: list[dict], fmt: str) -> str:
-    """Records as CSV (one `prob_<class>` column per class, or `value`) or JSON Lines."""
+    """Records as CSV (one `prob_<class>` column per class, or `value`) or JSON Lines (a NaN,
+    which JSON cannot hold, as null)."""
     if fmt == "jsonl":
-        return "".join(json.dumps(row) + "\n" for row in rows)
+        return "".join(json.dumps(finite_or_null(row)) + "\n" for row in rows)
     flat = [_flat(row) for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
