@@ -654,7 +654,7 @@ def test_a_text_csv_to_predict_that_is_not_utf8_names_row_and_column(tmp_path):
     path.write_bytes(b"text\ngood\nb\xc3\xa9 \xff bad\n")
     assert data_error(lambda: TextSource(dataset("text", tmp_path)).read_input(path)) == (
         f"{path}: cannot read it as UTF-8 text (byte 0xff at line 3, column 4, byte offset 14); "
-        "set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252")
+        "this run reads utf-8 (its dataset.encoding when it trained); convert the file to utf-8")
 
 
 def test_a_text_csv_that_names_a_column_twice_is_refused(tmp_path):

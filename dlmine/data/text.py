@@ -59,13 +59,14 @@ class TextSource(Source):
     def read_input(self, path: Path):
         """A `.txt` file (one text), a folder of `.txt` files (one text each) or a CSV (or
         gzipped `.csv.gz`) with the text column."""
+        fix = predict_fix(self.cfg.encoding)
         if path.is_dir():
-            texts = [read_text_file(p, self.cfg.encoding) for p in self.input_files(path)]
+            texts = [read_text_file(p, self.cfg.encoding, fix) for p in self.input_files(path)]
         elif path.name.lower().endswith((".csv", ".csv.gz")):
-            frame = read_csv(path, self.cfg.encoding)
+            frame = read_csv(path, self.cfg.encoding, fix)
             texts = list(text_column(frame, path, self.cfg.text_column))
         elif path.suffix.lower() == ".txt" or not path.exists():
-            texts = [read_text_file(path, self.cfg.encoding)]
+            texts = [read_text_file(path, self.cfg.encoding, fix)]
         else:
             raise UsageError(f"{path}: a text run predicts a .txt file, a folder of .txt files "
                              f"or a CSV (.csv, .csv.gz) with the column '{self.cfg.text_column}';"
@@ -122,15 +123,25 @@ def encode_labels(labels: list, names: list, task: str) -> np.ndarray:
     return hot
 
 
-def read_csv(path: Path, encoding: str):
+TRAINING_FIX = "set dataset.encoding to the file's encoding, e.g. latin-1 or cp1252"
+
+
+def predict_fix(encoding: str) -> str:
+    """What to do with a `predict` input the run's encoding cannot read."""
+    return (f"this run reads {encoding} (its dataset.encoding when it trained); convert the "
+            f"file to {encoding}")
+
+
+def read_csv(path: Path, encoding: str, fix: str = TRAINING_FIX):
     """A CSV of text (gzipped when it ends `.gz`), every cell a string, decoded as
-    `dataset.encoding` says."""
+    `dataset.encoding` says (`fix` ends the message of a byte it cannot decode)."""
     import pandas as pd
 
     check_regular_file(path, "a CSV file")
     try:
         raw = path.read_bytes()
-        content = decode(gzip.decompress(raw) if path.suffix == ".gz" else raw, path, encoding)
+        content = decode(gzip.decompress(raw) if path.suffix == ".gz" else raw, path, encoding,
+                         fix)
         check_unique(next(csv.reader(io.StringIO(content)), []), path)
         frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -143,7 +154,7 @@ def read_csv(path: Path, encoding: str):
     return frame
 
 
-def decode(content: bytes, path: Path, encoding: str) -> str:
+def decode(content: bytes, path: Path, encoding: str, fix: str = TRAINING_FIX) -> str:
     """`content` as text, or a `DataError` naming the byte offset and line of the first bad byte."""
     try:
         return content.decode(encoding)
@@ -153,17 +164,16 @@ def decode(content: bytes, path: Path, encoding: str) -> str:
         column = len(content[start:exc.start].decode(encoding, errors="replace")) + 1
         raise DataError(f"{path}: cannot read it as {encoding.upper()} text (byte "
                         f"0x{content[exc.start]:02x} at line {line}, column {column}, byte offset "
-                        f"{exc.start}); set dataset.encoding to the file's encoding, e.g. latin-1 "
-                        "or cp1252") from None
+                        f"{exc.start}); {fix}") from None
 
 
-def read_text_file(path: Path, encoding: str) -> str:
+def read_text_file(path: Path, encoding: str, fix: str = TRAINING_FIX) -> str:
     check_regular_file(path, "a .txt file")
     try:
         content = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    return decode(content, path, encoding)
+    return decode(content, path, encoding, fix)
 
 
 def text_column(frame, path: Path, column: str) -> np.ndarray:
