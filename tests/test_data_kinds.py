@@ -254,6 +254,9 @@ def test_kfold_writes_one_run_per_fold_and_the_mean_and_std(cli, tmp_path):
     accuracies = [fold["accuracy"] for fold in report["per_fold"]]
     assert report["metrics"]["accuracy"] == pytest.approx(np.mean(accuracies))
     assert report["std"]["accuracy"] == pytest.approx(np.std(accuracies))
+    f1s = [json.loads((tmp_path / "run" / f"fold-{k}" / "eval.json").read_text())["macro_f1"]
+           for k in (1, 2, 3)]  # beside the Keras metrics, as in each fold's eval.json
+    assert report["metrics"]["macro_f1"] == pytest.approx(np.mean(f1s))
     for k in (1, 2, 3):
         fold = json.loads((tmp_path / "run" / f"fold-{k}" / "run.json").read_text())
         assert fold["status"] == "completed"

@@ -96,13 +96,20 @@ def _train_each(loaded: LoadedConfig, source: Source, parts: list[Splits], run: 
             fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
             reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv,
                                    track=track))
-    summary = summarize([r["metrics"] for r in reports])
+    per_fold = [_test_metrics(r) for r in reports]
+    summary = summarize(per_fold)
     run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
                                "metrics": summary["mean"], "std": summary["std"],
-                               "per_fold": [r["metrics"] for r in reports]})
+                               "per_fold": per_fold})
     run.update_run(status="completed", ended=now_iso(), final_metrics=summary["mean"],
                    final_metrics_std=summary["std"])
     reporter.metrics_table(f"test metrics, mean of {folds} folds", summary["mean"])
+
+
+def _test_metrics(report: dict) -> dict:
+    """A fold's test metrics: Keras' and the F1 scores its `eval.json` holds beside them."""
+    return {**report["metrics"], **{k: report[k] for k in ("macro_f1", "micro_f1")
+                                    if isinstance(report.get(k), float)}}
 
 
 @contextmanager
