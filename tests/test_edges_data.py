@@ -300,7 +300,8 @@ def test_predict_names_a_txt_file_that_is_not_utf8(text_run, work):
     clean(result)
     assert result.exit_code == 1, result.output
     assert (f"Error: {bad}: cannot read it as UTF-8 text (byte 0xff at line 1, column 6, byte "
-            "offset 5); set dataset.encoding") in result.stderr
+            "offset 5); this run reads utf-8 (its dataset.encoding when it trained); convert "
+            "the file to utf-8") in result.stderr
 
 
 def test_predict_names_the_file_of_a_text_folder_that_is_not_utf8(text_run, work):

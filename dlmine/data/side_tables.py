@@ -59,22 +59,24 @@ def feature_matrix(path: str | Path, key: str, features: dict, vocabulary: np.nd
     if ids.isna().any():
         row = int(np.argmax(ids.isna().to_numpy()))
         raise DataError(f"{path}: column '{key}', row {row + 2}: the {side} id is missing")
-    duplicated = ids.duplicated().to_numpy()
+    written = ids.map(lambda v: str(v).strip())  # as in the file (`read_table`)
+    if vocabulary.dtype == object:
+        keys, same = written.to_numpy(object), written
+    else:  # typed as the interactions' integer ids: `07` is 7
+        numbers = pd.to_numeric(written, errors="coerce")
+        same = numbers.astype(object).where(numbers.notna(), written)
+        keys = np.where(numbers.isna(), -(2 ** 62), numbers.fillna(0)).astype("int64")
+    duplicated = same.duplicated().to_numpy()
     if duplicated.any():
         row = int(np.argmax(duplicated))
-        raise DataError(f"{path}: column '{key}', row {row + 2}: {side} {_plain(ids.iloc[row])!r} has "
+        raise DataError(f"{path}: column '{key}', row {row + 2}: {side} {_plain(same.iloc[row])!r} has "
                         f"more than one row; the {side}s table holds one row per {side}")
-    if vocabulary.dtype == object:
-        keys = ids.map(lambda v: str(v).strip()).to_numpy(object)
-    else:
-        keys = pd.to_numeric(ids, errors="coerce").to_numpy("float64")
-        keys = np.where(np.isnan(keys), -(2 ** 62), keys).astype("int64")  # no id matches
     at = np.searchsorted(vocabulary, keys)
     found = (at < len(vocabulary)) & (vocabulary[np.minimum(at, len(vocabulary) - 1)] == keys)
     if not found.any():
         article = "an" if side == "item" else "a"
         raise DataError(f"{path}: none of the {len(frame)} ids in column '{key}' (e.g. "
-                        f"{_plain(ids.iloc[0])!r}) is {article} {side} of the training "
+                        f"{ids.iloc[0]!r}) is {article} {side} of the training "
                         "interactions (e.g. "
                         f"{_plain(vocabulary[0])!r}); expected the same ids")
     table = tabular.check_values(frame[list(features)], path, features, "impute", key=where)

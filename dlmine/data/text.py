@@ -68,6 +68,7 @@ class TextSource(Source):
         elif path.suffix.lower() == ".txt" or not path.exists():
             texts = [read_text_file(path, self.cfg.encoding, fix)]
         else:
+            check_regular_file(path, "a .txt file")
             raise UsageError(f"{path}: a text run predicts a .txt file, a folder of .txt files "
                              f"or a CSV (.csv, .csv.gz) with the column '{self.cfg.text_column}';"
                              f" received a '{path.suffix or 'no extension'}' file")
