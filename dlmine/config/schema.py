@@ -85,9 +85,9 @@ class InteractionsConfig:
         "interaction is a positive.")
     ids: Literal["auto", "string"] = doc(
         "How the user and item columns are read (and the tables' key columns): `auto`: "
-        "integers when every id is digits without a leading zero, else strings, and a column "
-        "that mixes integer and other ids is an error; `string`: every id is the text as "
-        "written (`007` and `7` differ; ISBN-like ids among others).", "auto")
+        "integers when the column holds numbers (a CSV's `007` is 7), else strings, and a "
+        "column that mixes numbers and other ids is an error; `string`: every id is the text "
+        "as written (`007` and `7` differ; ISBN-like ids among others).", "auto")
     duplicates: Literal["last", "mean", "error"] = doc(
         "A (user, item) pair seen more than once: keep the `last` (by timestamp, then file "
         "order), the `mean` rating (with the last timestamp), or report an `error`.", "last")

@@ -44,7 +44,7 @@ def feature_matrix(path: str | Path, key: str, features: dict, vocabulary: np.nd
 
     path = Path(path)
     frame = tabular.read_table(path, "parquet" if path.suffix.lower() == ".parquet" else "csv",
-                               (key,))
+                               (key,) if vocabulary.dtype == object else ())
     names = list(frame.columns)
     where = f"dataset.interactions.{side}_features"
     if key not in frame.columns:
@@ -59,7 +59,7 @@ def feature_matrix(path: str | Path, key: str, features: dict, vocabulary: np.nd
     if ids.isna().any():
         row = int(np.argmax(ids.isna().to_numpy()))
         raise DataError(f"{path}: column '{key}', row {row + 2}: the {side} id is missing")
-    written = ids.map(lambda v: str(v).strip())  # as in the file (`read_table`)
+    written = ids.astype(str).str.strip()
     if vocabulary.dtype == object:
         keys, same = written.to_numpy(object), written
     else:  # typed as the interactions' integer ids: `07` is 7
