@@ -352,6 +352,10 @@ def test_image_folders_with_augmentation(cli, tmp_path):
     assert [line.split(",")[1] for line in lines[1:]] == names
     classes = [line.split(",")[2] for line in lines[1:]]
     assert len(classes) == 24 and classes.count("red") >= 20
+    (tmp_path / "empty").mkdir()
+    empty = cli("predict", tmp_path / "run", tmp_path / "empty")
+    assert (empty.exit_code, empty.stderr) == (1, (
+        f"Error: {tmp_path / 'empty'}: no images (.bmp, .gif, .jpeg, .jpg, .png)\n"))
     (tmp_path / "table.csv").write_text("x\n1\n")
     wrong_kind = cli("predict", tmp_path / "run", tmp_path / "table.csv")
     assert (wrong_kind.exit_code, wrong_kind.stderr) == (2, (

@@ -30,7 +30,8 @@ class ImageSource(ArraySource):
 
     def read_input(self, path: Path) -> np.ndarray:
         """One image file, or a folder of images, resized as in training."""
-        paths = self.input_files(path) or [path]
+        files = self.input_files(path)
+        paths = [path] if files is None else files
         if not path.is_dir():
             check_regular_file(path, "an image file or a folder of images")
             if path.suffix.lower() not in IMAGE_SUFFIXES:
