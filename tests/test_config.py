@@ -655,3 +655,59 @@ def test_mode_auto_follows_the_direction_keras_gives_each_metric():
         checked += 1
     assert checked >= 10
     assert monitor_mode("loss") == monitor_mode("val_loss") == "min"
+
+
+# --- what user-testing from README found (2026-12-04) ---------------------------------------
+
+@pytest.mark.parametrize("written, value", [("1e-3", 1e-3), ("5E4", 5e4), ("-2.5e-1", -0.25)])
+def test_a_number_in_exponent_form_is_a_number_unless_quoted(here, written, value):
+    """YAML 1.1 (PyYAML) reads `1e-3` as text for want of a dot; YAML 1.2, and users, a number."""
+    config = load(here, tiny("batch_size: 16", f"batch_size: 16\n  optimizer: {{name: adam, "
+                             f"learning_rate: {written}}}"))
+    assert config.training.optimizer["learning_rate"] == value
+
+
+def test_a_quoted_exponent_stays_text(here):
+    assert load(here, tiny("name: tiny", "name: '1e3'")).name == "1e3"
+
+
+def test_an_exponent_in_set_is_a_number_too(here):
+    assert load(here, TINY_CONFIG, "training.optimizer.learning_rate=3e-4"
+                ).training.optimizer["learning_rate"] == 3e-4
+
+
+def test_a_set_flow_value_that_is_not_yaml_is_its_yaml_error(cli, here):
+    line = only_problem(check(cli, here, TINY_CONFIG, "--set", "training.epochs={a: [1"))
+    assert line == ("--set training.epochs={a: [1: training.epochs: invalid YAML: while parsing "
+                    "a flow sequence, expected ',' or ']', but got '<stream end>'")
+
+
+def test_a_set_through_a_misspelt_layer_name_suggests_the_layer(cli, here):
+    line = only_problem(check(cli, here, TINY_CONFIG, "--set", "model.layers[1].Dens.units=3"))
+    assert line == ("--set model.layers[1].Dens.units=3: model.layers[1].Dens.units: "
+                    "model.layers[1] is a Dense layer, so it has no 'Dens'; did you mean 'Dense'?")
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_keras_cannot_take_is_a_config_problem(cli, here, seed):
+    line = only_problem(check(cli, here, TINY_CONFIG, "--set", f"seed={seed}"))
+    assert line == (f"--set seed={seed}: seed: expected an integer from 0 to 2**32 - 1 "
+                    f"(4294967295), received {seed} (integer)")
+
+
+def test_class_metrics_are_known_by_the_names_keras_logs(here):
+    config = load(here, tiny("Dense: {units: 3, activation: softmax}",
+                             "Dense: {units: 3, activation: softmax}",
+                             "  metrics: [accuracy, sparse_top_k_categorical_accuracy]\n"))
+    assert config.training.metrics == ["accuracy", "sparse_top_k_categorical_accuracy"]
+    assert {"auc", "precision", "recall", "f1_score", "root_mean_squared_error",
+            "r2_score"} <= set(_catalogue()["metrics"])
+
+
+def test_a_metric_that_does_not_fit_the_labels_is_named_before_training(cli, here):
+    line = only_problem(check(cli, here, TINY_CONFIG, "--set", "training.metrics=[accuracy, auc]"))
+    assert line == ("--set training.metrics=[accuracy, auc]: training.metrics[1]: 'auc' compares "
+                    "each output with a 0/1 label, but this classifier gives one softmax output "
+                    "per class (None, 3) against class indices; for a 2-class problem, one "
+                    "sigmoid output (units: 1, activation: sigmoid, loss: binary_crossentropy) "
+                    "has the labels it needs")

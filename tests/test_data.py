@@ -192,10 +192,13 @@ def test_validation_split_is_stratified(seed):
 
 def test_validation_split_with_fewer_training_than_classes_left_does_not_crash(tmp_path):
     # 12 samples of 3 classes, 80% held out: 2 remain for training, fewer than the classes,
-    # so a stratified split is impossible; dlmine must fall back to a plain seeded split.
+    # so a stratified split is impossible; dlmine falls back to a plain seeded split, and
+    # then names the class left without a training sample.
     path = save_npz(tmp_path / "d.npz", **simple_arrays(n_train=12))
-    splits = load(npz_cfg(path, validation_split=0.8), seed=0)
-    assert len(splits.y_val) == 10 and len(splits.y_train) == 2
+    with pytest.raises(DataError, match=r"d\.npz: class \d \('\d'\) has no sample in the "
+                       r"training split \(after the test and validation splits and "
+                       r"dataset\.limit\)"):
+        load(npz_cfg(path, validation_split=0.8), seed=0)
 
 
 def test_same_seed_same_splits_other_seed_other_splits():

@@ -71,7 +71,8 @@ def test_a_csv_table_trains_and_evaluates_from_raw_columns(cli, tmp_path):
     refused = cli("predict", tmp_path / "run", tmp_path / "bad.csv")
     assert refused.exit_code == 1
     assert refused.stderr == (f"Error: {tmp_path / 'bad.csv'}: the input lacks column 'city'; "
-                              "this run was trained on the columns age, city, income\n")
+                              "this run was trained on the columns age, city, income; "
+                              "received the columns age, town\n")
 
 
 def test_table_encoder_handles_categories_never_seen_in_training():

@@ -216,3 +216,20 @@ def test_explain_refuses_what_it_cannot_explain(table_runs, tmp_path):
     assert result.exit_code == 2 and "'everything' is not one of" in result.output
     missing = run_cli("explain", tmp_path / "nowhere")
     assert missing.exit_code == 2
+
+
+def test_a_table_with_an_embedding_column_is_explained_with_the_default_samples(tmp_path):
+    """The baseline of embedded codes (kept as they are) has the shape of the samples explained,
+    not of the split: the default 8 samples of a split of 60 rows once failed to broadcast."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 2))
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1],
+                          "city": rng.choice([f"c{i}" for i in range(12)], 300)})
+    frame["label"] = np.where(x[:, 0] > 0, "yes", "no")
+    frame.to_csv(tmp_path / "planted.csv", index=False)
+    config = TABLE.replace("target: label}", "target: label, columns: {a: numeric, b: numeric, "
+                           "city: embedding}}").replace("epochs: 25", "epochs: 5")
+    report = explained(trained(tmp_path, config))
+    assert len(report["attributions"]["samples"]) == 8
+    ranked = [row["input"] for row in report["importance"]["inputs"]]
+    assert ranked[0] == "a" and set(ranked) == {"a", "b", "city"}

@@ -363,6 +363,30 @@ def test_export_to_a_chosen_path_and_its_checks(runs, tmp_path, monkeypatch):
            "tf2onnx; not installed: tf2onnx. Install them with: pip install 'dlmine[export]'\n")
 
 
+def test_export_never_overwrites_a_run_or_a_folder_of_other_files(runs, tmp_path):
+    """An export replaces its target whole: a run's files and a user's folder are refused."""
+    for target, folder, where in ((runs.tiny / "checkpoints" / "last.keras", runs.tiny, "the"),
+                                  (runs.digits / "model.keras", runs.digits, "another")):
+        before = target.read_bytes()
+        result = invoke("export", runs.tiny, "--format", "keras", "--output", target)
+        assert (result.exit_code, result.stderr) == (2, (
+            f"Error: --output {target}: inside {where} run directory {folder}, which an export "
+            f"never overwrites; write it elsewhere, or under {folder / 'export'}/\n"))
+        assert target.read_bytes() == before
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    result = invoke("export", runs.tiny, "--format", "savedmodel", "--output", keep)
+    assert (result.exit_code, result.stderr) == (2, (
+        f"Error: --output {keep}: the folder exists and holds files that are not a SavedModel, "
+        "which the export would replace; give a new folder (or an earlier savedmodel export to "
+        "replace)\n"))
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+    own = runs.tiny / "export" / "chosen.keras"
+    assert invoke("export", runs.tiny, "--format", "keras", "--output", own).exit_code == 0
+    assert own.is_file()
+
+
 def test_importing_the_commands_loads_no_backend_or_matplotlib():
     code = ("import sys; import dlmine.cli.results; "
             "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'matplotlib') if m in sys.modules))")

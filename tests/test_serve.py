@@ -346,6 +346,9 @@ def test_every_bad_request_gets_its_status_and_message_and_the_server_goes_on(se
     not_json = servers["table"].request("POST", "/predict", b'{"inputs": [')
     assert not_json == (422, {"detail": "the body is not JSON: Expecting value: line 1 column "
                                         "13 (char 12)"})
+    deep = servers["table"].request("POST", "/predict", b"[" * 100_000 + b"]" * 100_000)
+    assert deep == (422, {"detail": "the body nests deeper than it can be read; a request nests "
+                                    "a few levels"})
     for server in servers.values():
         assert server.get("/health")[1]["status"] == "ok"
 
@@ -407,6 +410,24 @@ def test_serve_without_the_extra_says_what_to_install(runs, monkeypatch):
     result = cli("serve", runs / "table")
     assert (result.exit_code, result.stderr) == (
         1, "Error: dlmine serve needs fastapi: pip install 'dlmine[serve]'\n")
+
+
+def test_a_busy_port_or_an_unknown_host_is_one_error_before_the_model_loads(runs):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", runs / "table", "--port", port)
+        assert (result.exit_code, result.stderr) == (1, (
+            f"Error: cannot serve on {HOST}:{port}: the port is already in use (another "
+            "server?); choose another --port\n"))
+    unknown = cli("serve", runs / "table", "--host", "no-such-host.invalid", "--port", port)
+    assert unknown.exit_code == 1
+    assert unknown.stderr.startswith("Error: --host no-such-host.invalid: cannot be resolved (")
+    assert unknown.stderr.endswith("); give an address of this machine, such as 127.0.0.1 or "
+                                   "0.0.0.0\n")
 
 
 def test_serve_refuses_what_predict_refuses(tmp_path):

@@ -123,8 +123,8 @@ def test_the_same_shards_train_to_the_same_weights_twice(cli, tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("empty", "shards: a folder of shards, but it holds no .npz files"),
-    ("layout", "part-1.npz: its arrays do not match those of part-0.npz (sample shape (7, 6) vs "
-               "(6, 6), or x_test in one only); every shard must have the same layout"),
+    ("layout", "part-1.npz: x_train has sample shape (7, 6), but part-0.npz has (6, 6); every "
+               "shard must have the same layout"),
     ("labels", "part-0.npz: missing array(s) y_train; every shard holds x_train, y_train and "
                "optionally x_test, y_test"),
     ("label-shape", "part-1.npz: y_train holds 2 int64 value(s) per sample, but part-0.npz holds "

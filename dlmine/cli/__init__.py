@@ -10,6 +10,7 @@ answers at once and Keras is imported only by the commands that need it.
 from __future__ import annotations
 
 import importlib
+import re
 import textwrap
 import traceback
 
@@ -96,7 +97,8 @@ class Group(click.Group):
         except _NO_ARGS_IS_HELP:  # `dlmine` alone: the help, as click prints it
             raise
         except click.UsageError as exc:  # `dlmine --bogus`: the format of every exit 2
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            message = re.sub(r":\n\t", ": ", exc.format_message()).replace(",\n\t", ", ")
+            click.echo(f"Error: {message}", err=True)  # click lists choices one per line
             ctx.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context):
@@ -118,7 +120,8 @@ class Group(click.Group):
         except click.UsageError as exc:  # one format for every exit 2: no `Usage:`/`Try` lines
             if debug:
                 traceback.print_exc()
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            message = re.sub(r":\n\t", ": ", exc.format_message()).replace(",\n\t", ", ")
+            click.echo(f"Error: {message}", err=True)  # click lists choices one per line
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -63,7 +63,7 @@ def launch(processes, train_args) -> None:
               default=Path("runs"), show_default=True, envvar="DLMINE_RUNS_ROOT",
               help="Folder of default run directories.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--seed", type=int, help="Override the config's seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override the config's seed.")
 @DEVICE
 @click.option("--folds", type=click.IntRange(min=2), default=None,
               help="k-fold cross-validation: one run per fold in RUN_DIR/fold-K/.")

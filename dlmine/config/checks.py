@@ -39,7 +39,8 @@ RECOMMENDER_TASKS = ("rating", "ranking")
 def monitor_mode(monitor: str) -> str:
     """`max` for metrics that grow when better (accuracy, AUC, precision...), else `min`."""
     name = monitor.removeprefix("val_")
-    growing = ("acc", "auc", "precision", "recall", "f1", "r2", "iou", "correlation", "hr@",
+    growing = ("acc", "auc", "precision", "recall", "f1", "f_beta", "r2", "iou", "io_u",
+               "correlation", "cosine_similarity", "true_positives", "true_negatives", "hr@",
                "ndcg", "mrr", "coverage")
     return "max" if any(part in name for part in growing) else "min"
 

@@ -180,6 +180,11 @@ _PLAIN_TAG = re.compile(r"^tag:yaml\.org,2002:(str|int|float|bool|null|map|seq|b
                         r"set|omap|pairs|merge|value)$")
 
 
+# A plain scalar such as `1e-3` or `5E4`, which YAML 1.1 (PyYAML) leaves a string for want
+# of a dot; quoted ('1e-3') it stays one.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
 def _key_value(key: yaml.ScalarNode):
     """A mapping key as `safe_load` will build it: `2:` is the integer 2, not the text '2'."""
     if key.tag == "tag:yaml.org,2002:int":
@@ -204,6 +209,9 @@ def _walk(node, path: Path_, sources: Sources, problems: list, depth: int) -> No
         return
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
         node.tag = "tag:yaml.org,2002:str"  # `cutoff: 2021-06-01` is the text as written
+    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" \
+            and node.style is None and _EXPONENT_FLOAT.match(node.value):
+        node.tag = "tag:yaml.org,2002:float"  # YAML 1.2 reads `1e-3` as a number; 1.1 as text
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key, value in node.value:
@@ -261,7 +269,8 @@ def apply_overrides(data: dict, overrides, sources: Sources) -> list[Problem]:
 
 def _override_value(raw: str, origin: str) -> Any:
     """VALUE of `--set KEY=VALUE`, through the same guards as a file; text that is not
-    YAML is taken as a string."""
+    YAML is taken as a string, unless it opens a flow collection or a quote (`{a: [1`),
+    whose YAML error is then reported."""
     if not raw.strip():
         return None
     with _safe_loader(raw) as loader:
@@ -270,7 +279,10 @@ def _override_value(raw: str, origin: str) -> Any:
         except RecursionError:
             raise ConfigError([Problem(origin, "", "the value nests deeper than Python can "
                                        "parse; refused")]) from None
-        except yaml.YAMLError:
+        except yaml.YAMLError as exc:
+            if raw.lstrip()[:1] in ("{", "[", '"', "'"):
+                raise ConfigError([Problem(origin, "", _yaml_problem(exc, origin).message)]) \
+                    from None
             return raw
         if root is None:  # only a comment: null, as an empty value
             return None
@@ -279,6 +291,15 @@ def _override_value(raw: str, origin: str) -> Any:
         if problems:
             raise ConfigError(problems)
         return loader.construct_document(root)
+
+
+def _one_layer(node: dict, path: Path_) -> str | None:
+    """The name of the layer item `node` (`{Dense: {...}}`, an element of a list), if it is one."""
+    if not path or not isinstance(path[-1], int) or len(node) != 1:
+        return None
+    (name, args), = node.items()
+    return name if isinstance(name, str) and name[:1].isupper() and isinstance(args, dict | None) \
+        else None
 
 
 def _sub_path(key: str) -> Path_:
@@ -297,6 +318,10 @@ def _set_path(data: Any, path: Path_, value: Any) -> str | None:
         if not isinstance(node, dict):
             return f"{dotted(path[:depth])} is not a mapping, so it has no key '{part}'"
         if node.get(part) is None:
+            layer = _one_layer(node, path[:depth])
+            if layer and part != layer:
+                return (f"{dotted(path[:depth])} is a {layer} layer, so it has no '{part}'"
+                        f"{suggest(part, [layer])}")
             if isinstance(nxt, int):
                 return f"{dotted(path[:depth + 1])} is not a list in the config"
             node[part] = {}

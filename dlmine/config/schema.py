@@ -27,6 +27,10 @@ def _positive(value: Any) -> str | None:
     return None if value >= 1 else "expected an integer >= 1"
 
 
+def _seed(value: Any) -> str | None:
+    return None if 0 <= value < 2**32 else "expected an integer from 0 to 2**32 - 1 (4294967295)"
+
+
 def _fraction(value: Any) -> str | None:
     return None if 0 < value < 1 else "expected a fraction in (0, 1)"
 
@@ -380,8 +384,12 @@ class TrainingConfig:
         "`categorical_crossentropy` for one-hot labels, `binary_crossentropy` for one sigmoid "
         "output, `mean_squared_error` for regression.", "auto")
     metrics: list[str] | None = doc(
-        "`keras.metrics` names; null: `[accuracy]` for classification, `[mean_absolute_error]` "
-        "for regression.")
+        "`keras.metrics` names as Keras logs them (snake_case: `auc`, `precision`, `recall`, "
+        "`f1_score`, `root_mean_squared_error`, ...); each is computed once on the model's "
+        "output when it is built (by `check` too), so one that does not fit the labels is named (`auc`, "
+        "`precision` and `recall` compare one output with 0/1 labels: a sigmoid output, not a "
+        "softmax over class indices); null: `[accuracy]` for classification, "
+        "`[mean_absolute_error]` for regression.")
     early_stopping: EarlyStoppingConfig | None = doc(
         "Stop when the monitored metric stops improving (`keras.callbacks.EarlyStopping`); "
         "`{}` for the defaults below, null for off.")
@@ -444,7 +452,8 @@ class Config:
     name: str | None = doc(
         "Name of the experiment; names the run directory. null: the config file's name.",
         check=_safe_name)
-    seed: int = doc("Seed for Python, numpy and Keras, and for the data splits.", 42)
+    seed: int = doc("Seed for Python, numpy and Keras, and for the data splits.", 42,
+                    check=_seed)
     dataset: DatasetConfig = doc("Where the data comes from.", factory=DatasetConfig)
     preprocessing: PreprocessingConfig = doc(
         "Transforms fitted on the training split and saved in the run directory.",

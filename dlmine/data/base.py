@@ -127,10 +127,15 @@ class Source:
             check_classes(y_train, self.origin(), "y_train")
         if "x_test" in arrays:
             x_test, y_test = arrays["x_test"], self.labels(arrays["y_test"], "y_test")
+            check_test_shape(x_train, x_test, self.origin())
         else:
             x_train, x_test, y_train, y_test = self.split(x_train, y_train, cfg.test_split, seed)
         if cfg.limit is not None:
             x_train, y_train = self.head(x_train, cfg.limit), y_train[: cfg.limit]
+            if cfg.task == "classification":
+                check_classes(y_train, self.origin(), f"the first {cfg.limit} training samples "
+                              "(dataset.limit)", verb="hold",
+                              names=_names(arrays))
         fingerprint = self.fingerprint(x_train, y_train, x_test, y_test)
         x_val = y_val = None
         if cfg.validation_split is not None:
@@ -141,13 +146,16 @@ class Source:
             info.num_classes, info.class_names = None, []
         elif info.num_classes is None:
             info.num_classes = len(info.class_names)
+        own = [str(n) for n in _names(arrays)]
         if cfg.class_names:
             info.class_names = list(cfg.class_names)
         if cfg.task == "classification":
             seen = int(max(y_train.max(), y_test.max())) + 1
             info.num_classes = max(info.num_classes or 0, seen)
+            check_class_names(cfg.class_names, info.num_classes, own)
             if len(info.class_names) < info.num_classes:
                 info.class_names = [str(i) for i in range(info.num_classes)]
+            check_trained_classes(y_train, info, self.origin())
         return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, fingerprint)
 
     def loaded_info(self, arrays: dict, x_train) -> DataInfo:
@@ -311,8 +319,47 @@ def class_folders(path: Path, known: list | None, kind: str) -> list[str]:
     return known or names
 
 
-def check_classes(y: np.ndarray, origin, key: str) -> None:
+def check_classes(y: np.ndarray, origin, key: str, verb: str = "holds",
+                  names: list | None = None) -> None:
     """Refuse training labels of one class only: nothing to tell apart."""
     present = np.unique(y)
     if len(present) == 1:
-        raise DataError(f"{origin}: {key} holds one class only ({present[0]}); {NEEDS_TWO}")
+        label = present[0]
+        if names and 0 <= int(label) < len(names):
+            label = f"{label}, '{names[int(label)]}'"
+        raise DataError(f"{origin}: {key} {verb} one class only ({label}); {NEEDS_TWO}")
+
+
+def _names(arrays: dict) -> list:
+    """The class names the data carry (an array of an .npz, a list of folders), or []."""
+    names = arrays.get("class_names")
+    return [] if names is None else list(names)
+
+
+def check_class_names(given: list | None, num_classes: int, own: list) -> None:
+    """`dataset.class_names` must name every class, no more and no fewer."""
+    if given and len(given) != num_classes:
+        data = f" ({', '.join(map(str, own))})" if len(own) == num_classes else ""
+        raise DataError(f"dataset.class_names gives {len(given)} names ({', '.join(given)}), "
+                        f"but the data have {num_classes} classes{data}; give one name per "
+                        "class, in label order, or null for the data's own names")
+
+
+def check_trained_classes(y_train: np.ndarray, info, origin) -> None:
+    """Every class needs training samples: one without any is never predicted (an empty
+    class folder, labels numbered from 1, or its only samples held out for testing)."""
+    missing = sorted(set(range(info.num_classes)) - set(np.unique(y_train).tolist()))
+    if missing:
+        names = ", ".join(f"{i} ('{info.class_names[i]}')" for i in missing[:5])
+        raise DataError(f"{origin}: class {names} has no sample in the training split (after "
+                        "the test and validation splits and dataset.limit); give each class "
+                        "training samples, or leave it out of the data")
+
+
+def check_test_shape(x_train, x_test, origin) -> None:
+    """The test inputs must have the training inputs' sample shape."""
+    train, test = getattr(x_train, "shape", None), getattr(x_test, "shape", None)
+    if train is not None and test is not None and train[1:] != test[1:]:
+        raise DataError(f"{origin}: x_test has sample shape {tuple(test[1:])}, but x_train has "
+                        f"{tuple(train[1:])}; the test inputs must have the training inputs' "
+                        "shape")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,14 @@ def read_images(paths: list, size: list[int], color_mode: str, names: list | Non
     images = []
     for i, file in enumerate(paths):
         try:
-            with Image.open(file) as image:
-                array = np.asarray(image.convert(mode).resize((width, height)), dtype="float32")
+            with warnings.catch_warnings():  # PIL's warnings (large or palette images) are its own
+                warnings.simplefilter("ignore")
+                with Image.open(file) as image:
+                    array = np.asarray(image.convert(mode).resize((width, height)),
+                                       dtype="float32")
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{file if names is None else names[i]}: not a readable image: "
+                            f"{exc}") from None
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{file if names is None else names[i]}: not a readable image "
                             f"({exc})") from None

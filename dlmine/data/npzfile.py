@@ -78,6 +78,10 @@ def read_input_array(path: Path) -> np.ndarray:
     `.npy` file."""
     check_regular_file(path, "an .npz or .npy file")
     if path.suffix.lower() == ".npy":
+        with open(path, "rb") as head:
+            if head.read(6) != b"\x93NUMPY":  # without it, np.load would try to unpickle
+                raise DataError(f"{path}: not a readable .npy file (no NumPy header: it does "
+                                "not start with the bytes \\x93NUMPY of np.save)")
         try:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

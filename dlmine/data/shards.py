@@ -134,11 +134,15 @@ def read_shards(folder: Path) -> dict:
         headers.append(header)
     first = headers[0]
     for path, header in zip(files, headers, strict=True):
-        if header["x_train"][0][1:] != first["x_train"][0][1:] or (
-                ("x_test" in header) != ("x_test" in first)):
-            raise DataError(f"{path}: its arrays do not match those of {files[0].name} (sample "
-                            f"shape {header['x_train'][0][1:]} vs {first['x_train'][0][1:]}, or "
-                            "x_test in one only); every shard must have the same layout")
+        if header["x_train"][0][1:] != first["x_train"][0][1:]:
+            raise DataError(f"{path}: x_train has sample shape {header['x_train'][0][1:]}, but "
+                            f"{files[0].name} has {first['x_train'][0][1:]}; every shard must "
+                            "have the same layout")
+        if ("x_test" in header) != ("x_test" in first):
+            has, lacks = (path.name, files[0].name) if "x_test" in header else \
+                (files[0].name, path.name)
+            raise DataError(f"{path}: {has} has x_test and y_test, {lacks} has not; every "
+                            "shard must have the same layout (test arrays in all or none)")
     for key in ("x_train", "x_test"):
         if key not in first:
             continue

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlmine.config.loading import Sources
+from dlmine.config.loading import Sources, shorten, suggest
 from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data import tabular
 from dlmine.data.base import NEEDS_TWO, DataInfo, Source, json_type
@@ -61,8 +61,9 @@ class TableSource(Source):
     def read_input(self, path: Path):
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
+            got = f"'{suffix}'" if suffix else "a file without an extension"
             raise UsageError(f"{path}: this run was trained on a table; expected a .csv or "
-                             f".parquet file of its columns, received '{suffix or path.name}'")
+                             f".parquet file of its columns, received {got}")
         return tabular.read_table(path, "parquet" if suffix == ".parquet" else "csv")
 
     def check_input(self, x, prep, source: str, warn=None, first_row: int = 2):
@@ -72,7 +73,7 @@ class TableSource(Source):
         kinds = prep.encoder.kinds
         lacking = [c for c in kinds if c not in x.columns]
         if lacking:
-            raise DataError(_lacks(source, lacking[0], kinds))
+            raise DataError(_lacks(source, lacking[0], kinds, list(x.columns)))
         return tabular.check_values(x, source, kinds, self.cfg.missing, predict=True, warn=warn,
                                     first_row=first_row)
 
@@ -88,7 +89,7 @@ class TableSource(Source):
                                 f"{', '.join(kinds)}; received {json_type(row)}")
             lacking = [c for c in kinds if c not in row]
             if lacking:
-                raise DataError(_lacks(f"{field}[{i}]", lacking[0], kinds))
+                raise DataError(_lacks(f"{field}[{i}]", lacking[0], kinds, list(row)))
             for column in kinds:
                 if isinstance(row[column], (list, dict)):
                     raise DataError(f"{field}[{i}]: column '{column}': expected a number, a "
@@ -103,9 +104,12 @@ class TableSource(Source):
                         "string or a number for the others, null for a missing value"}
 
 
-def _lacks(source: str, column: str, kinds: dict) -> str:
-    return (f"{source}: the input lacks column '{column}'; this run was trained on the columns "
-            f"{', '.join(kinds)}")
+def _lacks(source: str, column: str, kinds: dict, received: list) -> str:
+    got = ", ".join(shorten(str(c)) for c in received[:20]) + (", ..." if len(received) > 20
+                                                              else "")
+    return (f"{source}: the input lacks column '{column}'{suggest(column, received)}; this run "
+            f"was trained on the columns {', '.join(kinds)}; received the columns "
+            f"{got or 'none'}")
 
 
 def row_hashes(frame) -> np.ndarray:

@@ -32,6 +32,14 @@ def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
     import pandas as pd
 
     check_regular_file(path, "a Parquet file" if fmt == "parquet" else "a CSV file")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if fmt != "parquet" and magic == b"PAR1":
+        raise DataError(f"{path}: this is a Parquet file (it starts with PAR1), read here as "
+                        "CSV; name it .parquet (predict) or set dataset.name: parquet")
+    if fmt == "parquet" and magic not in (b"PAR1", b"PARE"):
+        raise DataError(f"{path}: not a Parquet file (it does not start with PAR1); for a "
+                        "CSV file name it .csv (predict) or set dataset.name: csv")
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
@@ -45,6 +53,15 @@ def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
         raise DataError(f"{path}: cannot read it as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
     frame = frame.copy()  # one block per dtype: pandas reads one per column, slow to slice
     frame.columns = [str(c) for c in frame.columns]
+    for column in frame.columns if fmt == "parquet" else ():  # lists or mappings in a cell
+        if frame[column].dtype == object:
+            cell = next((v for v in frame[column] if isinstance(v, list | dict | np.ndarray)),
+                        None)
+            if cell is not None:
+                raise DataError(f"{path}: column '{column}' holds {type(cell).__name__} cells "
+                                "(several values in one cell); a table cell is one number or "
+                                "one word: join its values into one, or leave the column out "
+                                "of the file")
     check_unique(list(frame.columns) if fmt == "parquet" else _csv_header(path), path)
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")

@@ -7,12 +7,14 @@ checks that the output fits the classes and the loss.
 
 from __future__ import annotations
 
+import re
+
 from dlmine.backend.devices import distribution_scope, model_scope, precision_policy
 from dlmine.config.checks import loss_name
 from dlmine.config.loading import Sources
 from dlmine.config.schema import Config
 from dlmine.errors import ConfigError
-from dlmine.model.checks import apply_layers, parse_layer, shape_text, stacked_layers
+from dlmine.model.checks import apply_layers, first_line, parse_layer, shape_text, stacked_layers
 from dlmine.model.recommenders import build_recommender, list_loss
 from dlmine.model.registry import optimizer_registry
 
@@ -44,6 +46,7 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
         inputs, x = source.input_layers(cfg, src, input_shape, info)
         x = apply_layers(x, stacked_layers(cfg), src)
         check_output(cfg, src, x.shape, num_classes)
+        check_metrics(cfg, src, x.shape)
         if policy != "float32":  # outputs and loss in float32, as Keras' guide advises
             x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
         model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
@@ -87,6 +90,51 @@ def check_output(cfg: Config, src: Sources, shape: tuple, num_classes: int | Non
                                            f"but the data has {num_classes} classes and the loss "
                                            f"{cfg.training.loss} needs {wants}: expected "
                                            f"(None, {expected}); set units: {expected}")])
+
+
+KERAS_RESOLVED = {"accuracy", "acc", "crossentropy", "ce"}  # compile picks the kind by the loss
+LABEL_METRICS = {"auc", "precision", "recall", "f1_score", "f_beta_score", "true_positives",
+                 "false_positives", "true_negatives", "false_negatives", "binary_io_u"}
+
+
+def check_metrics(cfg: Config, src: Sources, shape: tuple) -> None:
+    """Each metric computed once on labels of the form this task feeds (class indices, 0/1
+    per label, numbers) and outputs of the model's shape, so that one Keras cannot compute
+    here is named now rather than at the end of the first epoch."""
+    import keras
+    import numpy as np
+
+    task, problems = cfg.dataset.task, []
+    y_pred = np.full((2, *shape[1:]), 0.5, "float32")
+    y_true = {"classification": np.array([0, 1], "int32"),
+              "multi_label": np.tile(np.array([[0.0], [1.0]], "float32"), (1, shape[-1]))
+              }.get(task, np.zeros(2, "float32"))
+    for i, name in enumerate(cfg.training.metrics or []):
+        if name in KERAS_RESOLVED:
+            continue
+        try:
+            metric = keras.metrics.get(name)
+            if isinstance(metric, keras.metrics.Metric):
+                metric.update_state(y_true, y_pred)
+                metric.result()
+            else:
+                metric(y_true, y_pred)
+        except Exception as exc:
+            if task == "classification" and shape[-1] > 1 and name in LABEL_METRICS:
+                message = (f"'{name}' compares each output with a 0/1 label, but this "
+                           f"classifier gives one softmax output per class {shape_text(shape)} "
+                           "against class indices; for a 2-class problem, one sigmoid output "
+                           "(units: 1, activation: sigmoid, loss: binary_crossentropy) has "
+                           "the labels it needs")
+            else:
+                labels = ("class indices" if task == "classification" else
+                          "0/1 per label" if task == "multi_label" else "numbers")
+                why = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", first_line(exc))
+                message = (f"Keras cannot compute '{name}' on this model's output "
+                           f"{shape_text(shape)} against {labels}: {why[:160]}")
+            problems.append(src.problem(("training", "metrics", i), message))
+    if problems:
+        raise ConfigError(problems)
 
 
 def compile_model(model, cfg: Config) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -47,8 +48,8 @@ def live() -> dict:
                               "arguments": sorted(allowed_arguments(cls) - base)}
                        for name, cls in sorted(optimizer_registry().items())},
         "losses": _functions(keras.losses),
-        "metrics": [name for name in _functions(keras.metrics) if _is_metric(keras, name)]
-        + ["acc", "accuracy", "mae", "mse"],
+        "metrics": sorted({name for name in _functions(keras.metrics) + _metric_classes(keras)
+                           if _is_metric(keras, name)} | {"acc", "accuracy", "mae", "mse"}),
         "activations": [name for name in _functions(keras.activations)
                         if _is_activation(keras, name)],
     }
@@ -59,12 +60,24 @@ def _functions(module) -> list[str]:
                   and n not in {"get", "serialize", "deserialize"})
 
 
+def _metric_classes(keras) -> list[str]:
+    """The snake_case names by which `keras.metrics.get` makes a metric class (`auc` for
+    `AUC`, `precision`): the name Keras then logs it under. The base classes are left out."""
+    names = []
+    for name in dir(keras.metrics):
+        cls = getattr(keras.metrics, name)
+        if isinstance(cls, type) and name[0].isupper() and name not in {"Metric", "Mean", "Sum"}:
+            snake = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+            names.append(re.sub("([a-z0-9])([A-Z])", r"\1_\2", snake).lower())
+    return names
+
+
 def _is_metric(keras, name: str) -> bool:
     """Whether `compile(metrics=[name])` takes it: some loss functions live in
     `keras.metrics` too, but Keras refuses them by name as metrics."""
     try:
         keras.metrics.get(name)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a class that needs arguments (IoU)
         return False
     return True
 

@@ -159,7 +159,11 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
     run.check_config(reporter.warn)  # an edited config.yaml would rebuild another split: never into eval.json
     cfg = run.read_config()  # checked when it trained
     prep = Preprocessor.load(run.path)
-    info = run.read_json(RUN_JSON) if (run / RUN_JSON).exists() else {}
+    try:
+        info = run.read_json(RUN_JSON)
+    except DlmineError:  # missing or damaged: check_config warned, and the run is evaluated
+        info = {}
+    info = info if isinstance(info, dict) else {}
     if info.get("status") not in (None, "completed"):
         reporter.warn(f"this run is '{info.get('status')}', not completed; evaluating the "
                       f"{checkpoint} checkpoint it saved")

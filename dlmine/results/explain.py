@@ -102,7 +102,7 @@ def explain_run(run_dir: Path, split: str = "test", samples: int = 8, checkpoint
         attributions, gaps = _embedding_ig(model, embedding, x[chosen], targets, steps)
         baseline_text = "every token's vector set to the padding token's (the mask kept)"
     else:
-        baseline = _baseline(prep, kind, raw, splits, x)
+        baseline = _baseline(prep, kind, raw, splits, x[chosen])
         attributions, gaps = _input_ig(model, x[chosen], baseline, targets, steps, task)
         baseline_text = {"table": "the training mean of each encoded value",
                          "text": "no token (a bag of zeros)"}.get(kind, "black (the "

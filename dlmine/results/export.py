@@ -29,7 +29,7 @@ from dlmine.data import Preprocessor, Source
 from dlmine.errors import DlmineError, UsageError
 from dlmine.model.io import in_float32, load_checkpoint
 from dlmine.results.predict import source_of, split_inputs
-from dlmine.rundir import RunDir, fsync_dir
+from dlmine.rundir import CONFIG, RUN_JSON, RunDir, fsync_dir
 
 EXPORT_DIR = "export"
 DEFAULT_NAMES = {"keras": "model.keras", "savedmodel": "savedmodel", "onnx": "model.onnx",
@@ -113,9 +113,32 @@ def export_path(run: RunDir, fmt: str, output: Path | None) -> Path:
         raise UsageError(f"--output {output} is a folder; the {fmt} format writes a file ending {suffix}")
     if not suffix and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file; the savedmodel format writes a folder")
-    if not output.parent.is_dir():
+    if not output.parent.is_dir() and output.parent.resolve() != (run / EXPORT_DIR).resolve():
         raise UsageError(f"--output {output}: the folder {output.parent} does not exist")
+    _refuse_overwrite(output, run)
     return output
+
+
+def _refuse_overwrite(output: Path, run: RunDir) -> None:
+    """An export replaces its target whole: never a run's files (only `RUN_DIR/export/` is
+    for exports), nor a folder that holds anything but an earlier SavedModel.
+
+    Raises:
+        UsageError: the target is one of those.
+    """
+    target = output.resolve()
+    for folder in (target, *target.parents):
+        if (folder / CONFIG).is_file() and (folder / RUN_JSON).is_file():  # a run directory
+            if not target.is_relative_to(folder / EXPORT_DIR) or target == folder / EXPORT_DIR:
+                own = folder == run.path.resolve()
+                raise UsageError(f"--output {output}: inside {'the' if own else 'another'} run "
+                                 f"directory {folder}, which an export never overwrites; "
+                                 f"write it elsewhere, or under {folder / EXPORT_DIR}/")
+            break
+    if target.is_dir() and any(target.iterdir()) and not (target / "saved_model.pb").is_file():
+        raise UsageError(f"--output {output}: the folder exists and holds files that are not a "
+                         "SavedModel, which the export would replace; give a new folder (or "
+                         "an earlier savedmodel export to replace)")
 
 
 def require(fmt: str) -> None:

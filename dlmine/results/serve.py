@@ -213,6 +213,9 @@ def read_body(raw: bytes, spec: dict) -> dict:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body nests deeper than it can be read; a request nests a few "
+                         "levels") from None
     example = "{" + ", ".join(f'"{k}": ...' for k, (_, d) in spec.items() if d is REQUIRED) + "}"
     if not isinstance(body, dict):
         raise BadRequest(f"the body: expected a JSON object {example}; received {json_type(body)}")

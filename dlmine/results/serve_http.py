@@ -11,14 +11,17 @@ imported inside `create_app`) at run time.
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import traceback
 from pathlib import Path
 
 from dlmine import __version__
+from dlmine.backend.runtime import import_keras
 from dlmine.errors import DlmineError
 from dlmine.results.serve import MAX_BATCH, WINDOW_S, NotHere, Service, TooLarge
 
@@ -123,6 +126,7 @@ async def read_limited(request, limit: int) -> bytes:
 def app_from_env():
     """The app of one uvicorn worker process (`--workers N`), from `$DLMINE_SERVE`."""
     settings = json.loads(os.environ[ENV])
+    import_keras()  # without the backend's start-up lines, as in the parent process
     return create_app(Service(Path(settings["run_dir"]), settings["checkpoint"]),
                       settings["max_body"])
 
@@ -142,6 +146,7 @@ def serve(run_dir: Path, host: str, port: int, workers: int, checkpoint: str,
 
     options = {"host": host, "port": port, "access_log": False, "log_level": "info",
                "timeout_graceful_shutdown": None}
+    check_address(host, port)  # before the model loads: a busy port is said at once
     if workers == 1:
         app = create_app(Service(run_dir, checkpoint), max_body)
     else:
@@ -155,6 +160,30 @@ def serve(run_dir: Path, host: str, port: int, workers: int, checkpoint: str,
     if workers > 1:
         return "a signal"  # the supervisor returns only once a signal stopped its workers
     return signal.Signals(stopped[0]).name if stopped else ""
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind `host:port` once and let it go, so that a busy port or a host that does not
+    resolve is one clear error rather than uvicorn's log line and exit status 3.
+
+    Raises:
+        DlmineError: the address cannot be served on.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DlmineError(f"--host {host}: cannot be resolved ({exc.strerror}); give an "
+                          "address of this machine, such as 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            busy = exc.errno == errno.EADDRINUSE
+            raise DlmineError(f"cannot serve on {host}:{port}: "
+                              + ("the port is already in use (another server?); choose "
+                                 "another --port" if busy else f"{exc.strerror}")) from None
 
 
 @contextlib.contextmanager
