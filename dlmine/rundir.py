@@ -185,6 +185,9 @@ class RunDir:
         if links:
             raise UsageError(f"{links[0]} is a symbolic link; dlmine neither reads nor writes "
                              "through links inside a run directory")
+        if (path / "study.json").is_file() and not (path / RUN_JSON).exists():
+            raise UsageError(f"{path} is a tune study directory, not one run; use one of its "
+                             f"trials ({path}/trial-NNNN), or train its best.yaml")
         if not (path / CONFIG).is_file():
             raise UsageError(f"{path} is not a dlmine run directory: it has no {CONFIG}")
         return cls(path)

@@ -369,3 +369,61 @@ def test_two_processes_share_one_sqlite_study(tmp_path, tiny_npz):
     written = [name for name in ("a", "b") if (tmp_path / name / "best.yaml").is_file()]
     assert len(written) == 1  # by the worker that finished the study
     assert load_config(tmp_path / written[0] / "best.yaml").config.tune is None
+
+
+# --- what user-testing from README found (2026-12-04) -------------------------------------------
+
+def test_resume_without_trials_keeps_the_last_trials_given(study, tmp_path):
+    """`--resume --trials 3` was the last word: a later `--resume` keeps to 3, not tune.trials."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(study.dir, copy)
+    assert json.loads((copy / "study.json").read_text())["trials"] == 3
+    again = dlmine("tune", "--resume", copy)
+    assert again.exit_code == 0, again.output
+    assert f"resuming {copy}: 0 trial(s) to run" in again.stderr
+    (copy / "study.db").unlink()
+    lost = dlmine("tune", "--resume", copy)
+    assert (lost.exit_code, lost.stderr) == (2, (
+        f"Error: {copy / 'study.db'} is missing: the study's trials cannot be found without it; "
+        "start a new study with dlmine tune CONFIG\n"))
+
+
+def test_a_worker_that_searches_otherwise_is_refused_before_any_trial(tmp_path, tiny_npz):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = optuna.create_study(study_name="tiny", storage=url, direction="minimize")
+    first.set_user_attr(tuning.SEARCH_ATTR, {
+        "metric": "val_loss", "direction": "minimize",
+        "space": {"model.layers[1].Dense.units": {"choice": [16, 32]}}})
+    cfg = write_config(tmp_path, TUNE_CONFIG)
+    result = dlmine("tune", cfg, "--study-dir", tmp_path / "b", "--storage", url)
+    assert (result.exit_code, result.stderr) == (2, (
+        f"Error: the study 'tiny' in {url} was created with another search: "
+        "tune.space.model.layers[1].Dense.units: {'choice': [16, 32]} there, {'choice': [4, 8]} "
+        "here; tune.space.training.optimizer.learning_rate: 'absent' there, {'loguniform': "
+        "[0.001, 0.1]} here; give this config the study's tune: section, or another name for a "
+        "study of its own\n"))
+    assert not (tmp_path / "b").exists() and len(first.trials) == 0
+
+
+def test_a_space_key_under_a_section_left_null_is_searched(tmp_path, tiny_npz):
+    from dlmine.model.checks import load_checked_config
+    from dlmine.tune.space import check_space
+
+    cfg = write_config(tmp_path, TUNE_CONFIG)
+    loaded = load_checked_config(cfg, ["tune.space={training.early_stopping.patience: "
+                                       "{int: [1, 3]}}"])
+    assert loaded.config.training.early_stopping is None
+    assert list(check_space(loaded)) == ["training.early_stopping.patience"]
+    with pytest.raises(Exception, match="patiense: unknown key; did you mean 'patience'"):
+        check_space(load_checked_config(cfg, ["tune.space={training.early_stopping.patiense: "
+                                              "{int: [1, 3]}}"]))
+
+
+def test_check_refuses_what_tune_would(tmp_path, tiny_npz):
+    cfg = write_config(tmp_path, TUNE_CONFIG)
+    result = dlmine("check", cfg, "--set", "tune.metric=val_los")
+    assert result.exit_code == 2
+    assert "tune.metric: 'val_los' is not logged by this training; did you mean 'val_loss'?" \
+        in result.stderr

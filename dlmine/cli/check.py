@@ -10,6 +10,7 @@ from dlmine.backend.runtime import import_keras
 from dlmine.cli.options import SET_HELP, debug
 from dlmine.model.checks import load_checked_config
 from dlmine.train.prepare import build_checked_model, model_summary
+from dlmine.tune.space import check_space
 
 
 @click.command()
@@ -20,6 +21,8 @@ def check(config, overrides) -> None:
     if debug():  # the backend's start-up logs too; otherwise Keras is imported (quietly)
         import_keras(True)  # only for a config whose names and structure are right
     loaded = load_checked_config(config, overrides)
+    if loaded.config.tune is not None:  # what `dlmine tune` would refuse, before any data load
+        check_space(loaded)
     prepared = build_checked_model(loaded)
     click.echo(model_summary(prepared.model))
     rec = loaded.config.model.recommender

@@ -59,9 +59,10 @@ class Predictor:
         ConfigEdited: `config.yaml` was edited after training.
     """
 
-    def __init__(self, run_dir: Path, checkpoint: str = "best", warn=None):
+    def __init__(self, run_dir: Path, checkpoint: str = "best", warn=None,
+                 verb: str = "predict with"):
         self.run = RunDir.open(run_dir)
-        self.run.refuse_folds("predict with")
+        self.run.refuse_folds(verb)
         info = run_info(self.run, warn)
         if info is not None and (edits := self.run.config_edits(info)) is not None:
             raise ConfigEdited(self.run.path, edits)

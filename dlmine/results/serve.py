@@ -133,7 +133,7 @@ class Service:
     """
 
     def __init__(self, run_dir: Path, checkpoint: str = "best"):
-        self.predictor = Predictor(run_dir, checkpoint, warn=Reporter().warn)
+        self.predictor = Predictor(run_dir, checkpoint, warn=Reporter().warn, verb="serve")
         self.cfg = self.predictor.cfg
         self.recommender = None
         if self.cfg.dataset.name == "interactions":
@@ -146,7 +146,7 @@ class Service:
     def check_run(run_dir: Path, checkpoint: str) -> None:
         """What `Service` refuses but a checkpoint that does not load, without loading Keras
         (the supervisor of `--workers` processes)."""
-        Predictor(run_dir, checkpoint, warn=Reporter().warn)
+        Predictor(run_dir, checkpoint, warn=Reporter().warn, verb="serve")
 
     def metadata(self) -> dict:
         """The run's name, task and classes, and what a client sends (`Source.input_schema`)."""

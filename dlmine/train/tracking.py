@@ -301,6 +301,11 @@ class Tracker:
                 return True
             except Exception as exc:  # noqa: BLE001 - MLflow, HTTP and disk errors alike
                 self.error = f"{type(exc).__name__}: {_first_line(exc)}"
+                if self._uri().startswith("file:") and "maintenance" in str(exc) and \
+                        os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+                    self.error = ("MLflow refuses its file store (file: URIs) unless "
+                                  "MLFLOW_ALLOW_FILE_STORE=true is set; set it, or log to a "
+                                  "database: --mlflow sqlite:///mlflow.db")
                 _FAILED[self.target.tracking_uri] = self.error
                 self.warn(f"MLflow: cannot log to {self._uri()}: {self.error}; training goes "
                           f"on without MLflow, and {RUN_JSON} (mlflow.not_logged) says what "

@@ -8,6 +8,7 @@ evaluator, from two complete trials on).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,9 @@ def write_plots(study: optuna.Study, folder: Path, metric: str, reporter: Report
     if sum(t.state == TrialState.COMPLETE for t in trials) < 2:
         reporter.info(f"{IMPORTANCES_PNG} not drawn: it needs two complete trials")
         return
-    importances = optuna.importance.get_param_importances(study)
+    with warnings.catch_warnings():  # "importances will be equal" when the trials tie
+        warnings.simplefilter("ignore")
+        importances = optuna.importance.get_param_importances(study)
     if importances:
         atomic_write(folder / IMPORTANCES_PNG, importances_plot(importances))
 

@@ -202,6 +202,8 @@ def _key_problem(resolved: dict, path: tuple) -> str | None:
             node = node[part]
         elif isinstance(node, dict) and depth == len(path) - 1 and _takes_arguments(path[:-1]):
             return None  # an argument the config leaves at its default: the probe asks Keras
+        elif node is None and depth > 0:
+            return None  # a section left null (early_stopping): the probe sets it as --set does
         else:
             keys = [dotted(p) for p in all_keys(resolved) if p[0] != "tune"]
             return "unknown key" + (suggest(dotted(path), keys) or

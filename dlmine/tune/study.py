@@ -11,8 +11,9 @@ stopping, and evaluated) and `run.json` says `"tune": {"state": "pruned", ...}`.
 The study directory:
 
     config.yaml      the resolved config every trial starts from, `tune:` included
-    study.json       study name, storage, the worker id of this directory's trials, and the
-                     study's MLflow run (`mlflow`) when it is tracked
+    study.json       study name, storage, the worker id of this directory's trials, the
+                     `--trials` asked for (kept by `--resume`), and the study's MLflow run
+                     (`mlflow`) when it is tracked
     study.db         the Optuna study (SQLite), unless `--storage` names a shared database
     trial-NNNN/      one run directory per trial this directory ran
     best.yaml        the best trial's resolved config with `tune: null`, for `dlmine train`;
@@ -27,6 +28,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,9 +60,10 @@ from dlmine.tune.report import (
     summarize_elsewhere,
 )
 from dlmine.tune.space import Distribution, check_space, override
-from dlmine.tune.storage import heartbeat_interval, masked, open_storage, recorded_url, storage_url
+from dlmine.tune.storage import STUDY_DB, heartbeat_interval, masked, open_storage, recorded_url, storage_url
 
 STUDY_JSON = "study.json"
+SEARCH_ATTR = "dlmine_search"  # the study's metric, direction and space (a user attribute)
 STUDY_ARTIFACTS = (CONFIG, BEST_YAML, HISTORY_PNG, IMPORTANCES_PNG)
 
 
@@ -99,10 +102,20 @@ def start(config_path: Path, overrides, study_dir: Path | None, runs_root: Path,
     tracking.target(loaded.config, options.mlflow)  # without MLflow: fail before the folder exists
     storage = recorded_url(options.storage) if options.storage else None
     folder = _create_study_dir(study_dir, runs_root, loaded.config.name)
+    try:
+        return _start(folder, loaded, storage, options, reporter)
+    except OtherSearch:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing of its own was run: no trace left
+        raise
+
+
+def _start(folder: Path, loaded, storage: str | None, options: TuneOptions,
+           reporter: Reporter) -> Path:
     atomic_write(folder / CONFIG, to_yaml(loaded.config))
     atomic_write(folder / STUDY_JSON, json.dumps({
         "study_name": loaded.config.name, "storage": storage, "worker": uuid.uuid4().hex,
-        "created": now_iso(), "command": masked(options.argv, options.storage)}, indent=2) + "\n")
+        "created": now_iso(), "command": masked(options.argv, options.storage),
+        "trials": options.trials}, indent=2) + "\n")
     return _run(folder, options, reporter, resuming=False)
 
 
@@ -119,6 +132,10 @@ def resume(study_dir: Path, options: TuneOptions, reporter: Reporter) -> Path:
     folder = Path(study_dir)
     if not (folder / STUDY_JSON).is_file():
         raise UsageError(f"{folder} is not a dlmine study directory: it has no {STUDY_JSON}")
+    if RunDir(folder).read_json(STUDY_JSON).get("storage") is None and options.storage is None \
+            and not (folder / STUDY_DB).is_file() and any(folder.glob("trial-*")):
+        raise UsageError(f"{folder / STUDY_DB} is missing: the study's trials cannot be found "
+                         "without it; start a new study with dlmine tune CONFIG")
     return _run(folder, options, reporter, resuming=True)
 
 
@@ -128,8 +145,11 @@ def _run(folder: Path, options: TuneOptions, reporter: Reporter, resuming: bool)
     loaded = load_checked_config(folder / CONFIG)
     search = Search(folder, loaded, check_space(loaded), options, reporter, info["worker"])
     tune = loaded.config.tune
-    target = options.trials or tune.trials
+    target = options.trials or info.get("trials") or tune.trials  # --trials, then the first's
     with RunDir(folder).lock():
+        if resuming and options.trials and options.trials != info.get("trials"):
+            info = {**info, "trials": options.trials}  # what a later --resume keeps to
+            atomic_write(folder / STUDY_JSON, json.dumps(info, indent=2) + "\n")
         study = _open_study(info, folder, search, target)
         track = tracking.target(loaded.config, options.mlflow)
         parent = _study_tracker(folder, info, track, reporter)
@@ -214,6 +234,7 @@ def _open_study(info: dict, folder: Path, search: Search, budget: int) -> optuna
     study = optuna.create_study(study_name=info["study_name"], storage=storage,
                                 direction=search.direction, pruner=_pruner(tune.pruner),
                                 load_if_exists=True)
+    _check_same_search(study, search, url)
     # A private study is reproducible from the config's seed; shared workers must differ.
     seed = None if info.get("storage") else search.loaded.config.seed + len(study.trials)
     # TPE models the space after a random start: half the budget at most, so small studies
@@ -221,6 +242,38 @@ def _open_study(info: dict, folder: Path, search: Search, budget: int) -> optuna
     study.sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(10, max(2, budget // 2)))
     return study
+
+
+class OtherSearch(UsageError):
+    """A worker's `tune:` section is not the one its shared study was created with."""
+
+
+def _check_same_search(study: optuna.Study, search: Search, url: str) -> None:
+    """The first worker records its metric, direction and space in the study; a worker that
+    joins with others would rank unlike values together, or fail on a changed space.
+
+    Raises:
+        OtherSearch: this config searches otherwise.
+    """
+    tune = search.loaded.config.tune
+    mine = json.loads(json.dumps({"metric": tune.metric, "direction": search.direction,
+                                  "space": {str(k): v for k, v in tune.space.items()}}))
+    recorded = study.user_attrs.get(SEARCH_ATTR)
+    if recorded is None:
+        study.set_user_attr(SEARCH_ATTR, mine)
+        return
+    differ = [f"tune.{key}: {recorded.get(key)!r} there, {mine[key]!r} here"
+              for key in ("metric", "direction") if recorded.get(key) != mine[key]]
+    space = recorded.get("space") or {}
+    differ += [f"tune.space.{key}: {space.get(key, 'absent')!r} there, "
+               f"{mine['space'].get(key, 'absent')!r} here"
+               for key in dict.fromkeys([*space, *mine["space"]])
+               if space.get(key) != mine["space"].get(key)]
+    if differ:
+        raise OtherSearch(f"the study '{study.study_name}' in {recorded_url(url)} was "
+                          f"created with another search: {'; '.join(differ[:4])}; give this "
+                          "config the study's tune: section, or another name for a study of "
+                          "its own")
 
 
 def _pruner(kind: str) -> optuna.pruners.BasePruner:
