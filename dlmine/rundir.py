@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -252,6 +253,17 @@ class RunDir:
         edits = self.config_edits(info)
         if edits is not None:
             raise ConfigEdited(self.path, edits)
+
+    def fold_parent(self) -> Path | None:
+        """The cross-validation this run is a fold of (`PARENT/fold-K`), or None."""
+        parent = self.path.parent
+        if not re.fullmatch(r"fold-\d+", self.path.name) or not (parent / RUN_JSON).is_file():
+            return None
+        try:
+            info = json.loads((parent / RUN_JSON).read_text())
+        except (ValueError, OSError):
+            return None
+        return parent if isinstance(info, dict) and info.get("folds") else None
 
     def refuse_folds(self, verb: str) -> None:
         """Refuse to treat the parent of a k-fold cross-validation as one run."""

@@ -209,7 +209,8 @@ def test_missing_values_are_an_error_unless_the_config_says_impute_or_drop(cli, 
     result = train(cli, cfg, tmp_path / "r1")
     assert result.exit_code == 1
     assert result.stderr.rstrip().endswith(
-        "people.csv: 1 row(s) have missing values (first: row 7, column 'age'); set "
+        "people.csv: 1 row(s) have missing values (first: row 7, column 'age'; an empty cell, "
+        "or a word read as missing: NA, N/A, NaN, null, None, ...); set "
         "dataset.missing: impute (numeric: the training mean, categorical: its own category) "
         "or drop")
     for how, samples in (("impute", 80), ("drop", 79)):

@@ -1133,3 +1133,33 @@ def test_hostile_input_has_its_exact_outcome(case, baseline, interrupted, tmp_pa
         assert report["metrics"].keys() == ctx.baseline.eval["metrics"].keys()
         if case.evaluated == "best":
             assert report["metrics"] == pytest.approx(ctx.baseline.eval["metrics"], abs=TOL)
+
+
+def test_an_interrupted_cross_validation_resumes_to_the_uninterrupted_result(tmp_path, cli):
+    """Fold 1 done, fold 2 stopped in its fourth epoch, fold 3 never begun: `--resume PARENT`
+    keeps fold 1, continues fold 2 on its own fold and trains fold 3, to the same histories
+    and metrics as a cross-validation never stopped; the fold alone cannot be resumed (its
+    config would rebuild the usual validation split, not its fold)."""
+    make_npz(tmp_path / "rel.npz", n_train=240, n_test=60)
+    config = write_config(tmp_path, CONFIG.replace("epochs: 6", "epochs: 8"), "cv.yaml")
+    reference = dlmine("train", config, "--folds", 3, "--run-dir", tmp_path / "ref", "--quiet")
+    assert reference.returncode == 0, reference.stderr
+    run = tmp_path / "cv"
+    proc = Proc("train", config, "--folds", 3, "--run-dir", run)
+    wait_until(lambda: len(history(run / "fold-2")) >= 3 if (run / "fold-2" / "history.csv")
+               .is_file() else False, proc, "fold 2's third epoch")
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 130, proc.stderr
+    assert read_json(run / "run.json")["status"] == "interrupted"
+    assert f"Continue with: dlmine train --resume {run}\n" in proc.stderr
+    alone = cli("train", "--resume", run / "fold-2")
+    assert (alone.exit_code, alone.stderr) == (2, (
+        f"Error: {run / 'fold-2'} is fold-2 of the cross-validation in {run}; resume that (its "
+        f"other folds too): dlmine train --resume {run}\n"))
+    resumed = dlmine("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_json(run / "run.json")["status"] == "completed"
+    assert read_json(run / "eval.json")["per_fold"] == read_json(tmp_path / "ref" / "eval.json")[
+        "per_fold"]
+    for k in (1, 2, 3):
+        assert history(run / f"fold-{k}") == history(tmp_path / "ref" / f"fold-{k}")

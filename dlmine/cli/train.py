@@ -88,9 +88,9 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
     """
     if config is None and resume_dir is None:
         raise click.UsageError("give a CONFIG to train, or --resume RUN_DIR")
-    if resume_dir is not None and (run_dir is not None or folds):
-        raise click.UsageError("--resume continues RUN_DIR in place; --run-dir and --folds "
-                               "cannot be used with it")
+    if resume_dir is not None and run_dir is not None:
+        raise click.UsageError("--resume continues RUN_DIR in place; --run-dir cannot be used "
+                               "with it")
     cluster = cluster_for(processes, process_id, coordinator, peer_timeout, device)
     select(device)
     distributed.use_jax(cluster)
@@ -110,7 +110,7 @@ def train(config, resume_dir, force, run_dir, runs_root, overrides, seed, device
             distributed.check_job(cluster, loaded.config, None)
             track = tracking.target(loaded.config, mlflow_uri) if cluster.leader else None
             run = resume(private_run_dir or resume_dir, loaded, force=force, device=device,
-                         reporter=reporter, argv=sys.argv[1:], track=track)
+                         reporter=reporter, argv=sys.argv[1:], track=track, folds=folds)
         else:
             loaded = load_checked_config(config, overrides, seed=seed)
             distributed.check_job(cluster, loaded.config, folds)

@@ -10,31 +10,55 @@ import re
 from typing import Any
 
 KeyPath = tuple  # ("model", "layers", 0, "Conv2D", "filters")
-_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_NAME = re.compile(r"[^\W\d]\w*")  # an identifier (unicode letters too): epochs, índice
+_INDEX = re.compile(r"\[(\d+)\]")
+_QUOTED = re.compile(r"""\[(["'])(.+?)\1\]""")  # any other key: columns["od280/od315"]
 
 
 def dotted(path: KeyPath) -> str:
-    """`("model", "layers", 0, "Dense")` -> `model.layers[0].Dense`."""
+    """`("model", "layers", 0, "Dense")` -> `model.layers[0].Dense`; a key that is not an
+    identifier is quoted: `dataset.columns["monthly-charges"]`."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _NAME.fullmatch(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            quote = "'" if '"' in str(part) else '"'
+            out += f"[{quote}{part}{quote}]"
     return out
 
 
 def parse(key: str) -> KeyPath | None:
-    """`model.layers[0].Conv2D.filters` -> a key path, or None if it is not one."""
+    """`model.layers[0].Conv2D.filters` (or `dataset.columns["a/b"]`) -> a key path, or None
+    if it is not one."""
     parts: list = []
-    for segment in key.split("."):
-        pos, found = 0, False
-        while pos < len(segment):
-            match = _PART.match(segment, pos)
-            if not match or (match.group(1) and found):
+    pos = 0
+    while pos < len(key):
+        if not parts or key[pos] == ".":
+            start = pos + (1 if parts else 0)
+            name = _NAME.match(key, start)
+            quoted = None if parts else _QUOTED.match(key, start)
+            if name:
+                parts.append(name.group())
+                pos = name.end()
+            elif quoted:
+                parts.append(quoted.group(2))
+                pos = quoted.end()
+            else:
                 return None
-            parts.append(match.group(1) if match.group(1) else int(match.group(2)))
-            pos, found = match.end(), True
-        if not found:
+            continue
+        index, quoted = _INDEX.match(key, pos), _QUOTED.match(key, pos)
+        if index:
+            parts.append(int(index.group(1)))
+            pos = index.end()
+        elif quoted:
+            parts.append(quoted.group(2))
+            pos = quoted.end()
+        else:
             return None
-    return tuple(parts)
+    return tuple(parts) or None
 
 
 def all_keys(node: Any, path: KeyPath = ()) -> list[KeyPath]:

@@ -83,8 +83,10 @@ def shorten(text: str, limit: int = 60) -> str:
 
 def received(value: Any) -> str:
     """`received 'ten' (string)`: the value, shortened, and its YAML kind."""
-    shown = _SHORT.repr(value)
-    shown = shorten(shown)
+    if value is None:
+        return "received null"
+    shown = ("true" if value else "false") if isinstance(value, bool) else _SHORT.repr(value)
+    shown = shorten(shown)  # true, false and null as YAML spells them
     return f"received {shown} ({KINDS.get(type(value), type(value).__name__)})"
 
 

@@ -174,7 +174,13 @@ def _describe_npz(path: Path, task: str) -> DataInfo:
     if task == "classification":
         try:
             with np.load(path, allow_pickle=False) as npz:
-                labels = {k: npz[k].reshape(-1) for k in ("y_train", "y_test") if k in npz.files}
+                labels = {k: npz[k] for k in ("y_train", "y_test") if k in npz.files}
+                for key, y in labels.items():  # one-hot rows would read as classes 0 and 1
+                    if y.ndim > 1 and int(np.prod(y.shape[1:])) != 1:
+                        raise DataError(f"{path}: {key} has shape {y.shape}: expected one "
+                                        "integer class label per sample (one-hot labels are "
+                                        "made by preprocessing.labels: onehot)")
+                labels = {k: y.reshape(-1) for k, y in labels.items()}
                 if "class_names" in npz.files:
                     names = [str(n) for n in npz["class_names"]]
         except ValueError as exc:

@@ -93,6 +93,8 @@ class Source:
 
     def describe(self) -> DataInfo:
         """The sample shape and classes, reading no more than file headers."""
+        if self.cfg.test_path and not Path(self.cfg.test_path).exists():
+            raise DataError(f"data file not found: {self.cfg.test_path} (dataset.test_path)")
         info = self.header_info()
         if self.cfg.task == "regression":
             info.num_classes, info.class_names = None, []

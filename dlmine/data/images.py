@@ -40,7 +40,12 @@ class ImageSource(ArraySource):
                                  f"an image file ({', '.join(sorted(IMAGE_SUFFIXES))}) or a "
                                  "folder of images")
         if not paths:
-            raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            folders = sorted(p.name for p in path.iterdir() if p.is_dir()
+                             and not p.name.startswith("."))
+            inside = (f"; it holds only the sub-folders {', '.join(folders[:8])}"
+                      f"{', ...' if len(folders) > 8 else ''}, and predict reads the images "
+                      "directly in the folder given: give one of them" if folders else "")
+            raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}){inside}")
         return read_images(paths, self.cfg.image_size, self.cfg.color_mode)
 
     def input_files(self, path: Path) -> list[Path] | None:

@@ -26,6 +26,11 @@ from dlmine.errors import DataError
 KINDS = COLUMN_KINDS
 
 
+# What pandas reads as missing in a CSV, besides an empty cell.
+MISSING_CELLS = "an empty cell, or a word read as missing: NA, N/A, NaN, null, None, ..."
+CSV_NAMES = (".csv", ".csv.gz", ".CSV")
+
+
 def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
     """Read a CSV or Parquet file into a DataFrame, with clear messages for bad files; the
     CSV columns named in `strings` are read as text, as written (ids: `007` stays `007`)."""
@@ -167,8 +172,10 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
     where = f"{path}: column '{column}', row {row + first_row}"
     if not predict and missing == "error":
         raise DataError(f"{path}: {int(rows.sum())} row(s) have missing values (first: row "
-                        f"{row + first_row}, column '{column}'); set dataset.missing: impute "
-                        "(numeric: the training mean, categorical: its own category) or drop")
+                        f"{row + first_row}, column '{column}'"
+                        f"{'; ' + MISSING_CELLS if str(path).endswith(CSV_NAMES) else ''}); set "
+                        "dataset.missing: impute (numeric: the training mean, categorical: its "
+                        "own category) or drop")
     if predict and missing != "impute":
         raise DataError(f"{where}: the value is missing (this run was trained with "
                         f"dataset.missing: {missing})")

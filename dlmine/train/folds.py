@@ -91,11 +91,18 @@ def _train_each(loaded: LoadedConfig, source: Source, parts: list[Splits], run: 
     for k, part in enumerate(parts, start=1):
         reporter.info(f"fold {k}/{folds}: {len(part.x_train)} training and {len(part.x_val)} "
                       "validation samples")
-        with _parent_marked(run, k, folds):
+        with parent_marked(run, k, folds):
             prepared = build_checked_model(loaded, part.info.num_classes, part, source)
             fold_run = RunDir.create(run.path / f"fold-{k}", run.path, cfg.name)
             reports.append(new_run(loaded, prepared, part, fold_run, device_used, reporter, argv,
                                    track=track))
+    write_summary(run, reports, reporter)
+
+
+def write_summary(run: RunDir, reports: list[dict], reporter: Reporter) -> None:
+    """The parent's `eval.json` (mean, spread and each fold's test metrics), marked
+    `completed`."""
+    folds = len(reports)
     per_fold = [_test_metrics(r) for r in reports]
     summary = summarize(per_fold)
     run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
@@ -113,7 +120,7 @@ def _test_metrics(report: dict) -> dict:
 
 
 @contextmanager
-def _parent_marked(run: RunDir, k: int, folds: int) -> Iterator[None]:
+def parent_marked(run: RunDir, k: int, folds: int) -> Iterator[None]:
     """The parent's `run.json` says `interrupted` or `failed`, with the fold, when fold `k`
     does."""
     try:

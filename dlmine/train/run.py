@@ -8,6 +8,8 @@ config or data that differ from the run's unless forced.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -22,8 +24,10 @@ from dlmine.model.io import load_model_file
 from dlmine.rundir import (
     CHECKPOINTS,
     CONFIG,
+    EVAL_JSON,
     HISTORY,
     RUN_JSON,
+    STATE,
     ConfigEdited,
     RunDir,
     now_iso,
@@ -32,7 +36,13 @@ from dlmine.rundir import (
     refuse_existing,
 )
 from dlmine.train import tracking
-from dlmine.train.folds import check_folds, train_folds
+from dlmine.train.folds import (
+    check_folds,
+    fold_splits,
+    parent_marked,
+    train_folds,
+    write_summary,
+)
 from dlmine.train.prepare import build_checked_model
 from dlmine.train.session import Session, new_run, run_session
 
@@ -79,7 +89,8 @@ def train(loaded: LoadedConfig, *, run_dir: Path | None, runs_root: Path, device
 
 
 def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
-           reporter: Reporter, argv: list[str], track: tracking.Target | None = None) -> RunDir:
+           reporter: Reporter, argv: list[str], track: tracking.Target | None = None,
+           folds: int | None = None) -> RunDir:
     """Continue an interrupted or failed run from its last committed epoch.
 
     Args:
@@ -95,12 +106,25 @@ def resume(run_path: Path, loaded: LoadedConfig, *, force: bool, device: str,
         DlmineError: nothing to resume, or a damaged checkpoint.
     """
     run = RunDir.open(run_path)
+    parent = run.fold_parent()
+    if parent is not None:  # alone, it would rebuild the usual validation split, not its fold
+        raise UsageError(f"{run.path} is {run.path.name} of the cross-validation in {parent}; "
+                         f"resume that (its other folds too): dlmine train --resume {parent}")
     info = run.read_json(RUN_JSON)
+    if folds is not None and info.get("folds") != folds:
+        raise UsageError(f"--folds {folds}: {run.path} is " + (
+            f"a {info['folds']}-fold cross-validation" if info.get("folds") else
+            "one run, not a cross-validation") + "; resume it as it was started")
     track = track or tracking.recorded_target(info)  # without MLflow: fail before any change
     changes = _config_changes(run, info, loaded, force)
+    if info.get("folds") and info.get("status") != "completed":
+        with run.lock():
+            return _resume_folds(run, info, loaded, force=force, device=device,
+                                 reporter=reporter, argv=argv)
     if info.get("status") == "completed" and not changes:  # before the lock: may be read-only
-        reporter.info(f"{run.path} is already completed ({info.get('epochs_completed')} "
-                      "epochs); nothing to do")
+        done = (f"{info['folds']} folds" if info.get("folds") else
+                f"{info.get('epochs_completed')} epochs")
+        reporter.info(f"{run.path} is already completed ({done}); nothing to do")
         return run
     with run.lock():  # before reading any state: a live trainer may be writing it
         _remove_stale_temporaries(run)
@@ -138,18 +162,68 @@ def _remove_stale_temporaries(run: RunDir) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _resume_folds(run: RunDir, info: dict, loaded: LoadedConfig, *, force: bool, device: str,
+                  reporter: Reporter, argv: list[str]) -> RunDir:
+    """Finish a cross-validation: its completed folds kept, the interrupted one resumed on
+    its own fold, the missing ones trained, then the mean and spread written."""
+    cfg, folds = loaded.config, info["folds"]
+    device_used = _set_up_backend(cfg, device)
+    prepared = build_checked_model(loaded)
+    splits = prepared.splits or prepared.source.load(cfg.seed)
+    if info.get("data_fingerprint") not in (None, splits.fingerprint) and not force:
+        raise UsageError("the data differ from those this cross-validation was trained on (the "
+                         "fingerprint in run.json does not match); resume with --force to accept")
+    run.update_run(status="running", ended=None, drop=("error",))
+    reports = []
+    for k, part in enumerate(fold_splits(prepared.source, splits, folds, cfg.seed,
+                                         cfg.dataset.task), start=1):
+        fold = run.path / f"fold-{k}"
+        with parent_marked(run, k, folds):
+            status = _status(fold)
+            if status != "completed":
+                reporter.info(f"fold {k}/{folds}: " + ("resumed" if (fold / STATE).is_file()
+                                                       else "trained"))
+            if status == "completed":
+                pass
+            elif (fold / STATE).is_file():  # a committed epoch: continue it on its own fold
+                fold_run = RunDir.open(fold)
+                with fold_run.lock():
+                    _remove_stale_temporaries(fold_run)
+                    _resume_locked(fold_run, loaded, [], force=force, device=device,
+                                   reporter=reporter, argv=argv, track=None,
+                                   splits=part, source=prepared.source)
+            else:  # never begun, or stopped before its first epoch: trained afresh
+                if fold.exists():
+                    shutil.rmtree(fold)
+                built = build_checked_model(loaded, part.info.num_classes, part, prepared.source)
+                new_run(loaded, built, part, RunDir.create(fold, run.path, cfg.name),
+                        device_used, reporter, argv)
+            reports.append(RunDir(fold).read_json(EVAL_JSON))
+    write_summary(run, reports, reporter)
+    return run
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / RUN_JSON).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, force: bool,
                    device: str, reporter: Reporter, argv: list[str],
-                   track: tracking.Target | None) -> RunDir:
-    """`resume`, with the run directory's lock held."""
+                   track: tracking.Target | None, splits=None, source=None) -> RunDir:
+    """`resume`, with the run directory's lock held; `splits` (and their `source`): a
+    fold's, which its config alone does not rebuild."""
     from dlmine.train.state import load_state, restore_seed_states  # import Keras
 
     info = run.read_json(RUN_JSON)
     cfg = loaded.config
     state, checkpoint = load_state(run, warn=reporter.warn)
     device_used = _set_up_backend(cfg, device)
-    source = source_for(cfg.dataset)
-    splits = source.load(cfg.seed)
+    if splits is None:
+        source = source_for(cfg.dataset)
+        splits = source.load(cfg.seed)
     if info.get("data_fingerprint") not in (None, splits.fingerprint) and not force:
         raise UsageError("the data differ from those this run was trained on (the fingerprint "
                          "in run.json does not match); resume with --force to accept")

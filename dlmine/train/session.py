@@ -320,7 +320,8 @@ def _stop_message(outcome: _Outcome, run: RunDir) -> str:
                 f"({epochs} epoch(s)) is kept in {run.path}/checkpoints. Try a lower "
                 "training.optimizer.learning_rate, or preprocessing.rescale / standardize")
     return (f"interrupted after {epochs} complete epoch(s); checkpoints/last.keras holds the "
-            f"last complete epoch. Continue with: dlmine train --resume {run.path}")
+            f"last complete epoch. Continue with: dlmine train --resume "
+            f"{run.fold_parent() or run.path}")
 
 
 def fail_run(run: RunDir, exc: BaseException) -> None:
