@@ -750,3 +750,96 @@ def test_json_files_never_hold_nan_or_infinity(tmp_path):
         prep.state_files()
     assert str(caught.value) == ("cannot write preprocessing.json: encoder.x.std is inf, which "
                                  "JSON cannot hold")
+
+
+# --- what user-testing from README found (2026-12-04) -------------------------------------------
+
+def test_class_names_must_name_every_class(tmp_path):
+    path = make_npz(tmp_path / "d.npz", test=9)
+    for names in (["a", "b", "c", "d"], ["a", "b"]):
+        assert data_error(lambda n=names: load(dataset("npz", path, class_names=n))) == (
+            f"dataset.class_names gives {len(names)} names ({', '.join(names)}), but the data "
+            "have 3 classes (red, green, blue); give one name per class, in label order, or "
+            "null for the data's own names")
+
+
+def test_a_limit_that_keeps_one_class_and_a_class_without_training_samples_are_named(tmp_path):
+    y = np.sort(np.arange(60) % 3)  # sorted labels: the first 20 samples are all class 0
+    path = make_npz(tmp_path / "sorted.npz", n=60, test=9, y_train=y)
+    assert data_error(lambda: load(dataset("npz", path, limit=20))) == (
+        f"{path}: the first 20 training samples (dataset.limit) hold one class only (0, "
+        "'red'); classification needs at least 2 classes (or set dataset.task: regression)")
+    assert data_error(lambda: load(dataset("npz", path, limit=40))) == (
+        f"{path}: class 2 ('blue') has no sample in the training split (after the test and "
+        "validation splits and dataset.limit); give each class training samples, or leave it "
+        "out of the data")
+
+
+def test_an_x_test_of_another_shape_is_named_when_the_data_load(tmp_path):
+    path = make_npz(tmp_path / "d.npz", test=9)
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["x_test"] = arrays["x_test"][:, :5, :]
+    np.savez(path, **arrays)
+    assert data_error(lambda: load(dataset("npz", path))) == (
+        f"{path}: x_test has sample shape (5, 6), but x_train has (6, 6); the test inputs must "
+        "have the training inputs' shape")
+
+
+def test_one_hot_npz_labels_are_named_before_any_load(tmp_path):
+    y = np.eye(3, dtype="int64")[np.arange(80) % 3]
+    path = make_npz(tmp_path / "onehot.npz", y_train=y)
+    assert data_error(lambda: describe(dataset("npz", path))) == (
+        f"{path}: y_train has shape (80, 3): expected one integer class label per sample "
+        "(one-hot labels are made by preprocessing.labels: onehot)")
+
+
+def test_a_file_without_a_numpy_header_is_not_called_pickled(tmp_path):
+    from dlmine.data.npzfile import read_input_array
+
+    (tmp_path / "fake.npy").write_bytes(b"garbage")
+    assert data_error(lambda: read_input_array(tmp_path / "fake.npy")) == (
+        f"{tmp_path / 'fake.npy'}: not a readable .npy file (no NumPy header: it does not start "
+        "with the bytes \\x93NUMPY of np.save)")
+
+
+def test_parquet_and_csv_mixed_up_and_list_cells_are_named(tmp_path):
+    import pandas as pd
+
+    from dlmine.data.tabular import read_table
+
+    frame = pd.DataFrame({"a": [1.0, 2.0], "tags": [["x", "y"], ["z"]]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    shutil.copy(tmp_path / "t.parquet", tmp_path / "t.csv")
+    assert data_error(lambda: read_table(tmp_path / "t.csv", "csv")) == (
+        f"{tmp_path / 't.csv'}: this is a Parquet file (it starts with PAR1), read here as CSV; "
+        "name it .parquet (predict) or set dataset.name: parquet")
+    assert data_error(lambda: read_table(tmp_path / "t.parquet", "parquet")) == (
+        f"{tmp_path / 't.parquet'}: column 'tags' holds ndarray cells (several values in one "
+        "cell); a table cell is one number or one word: join its values into one, or leave the "
+        "column out of the file")
+    (tmp_path / "p.parquet").write_text("a,b\n1,2\n")
+    assert data_error(lambda: read_table(tmp_path / "p.parquet", "parquet")) == (
+        f"{tmp_path / 'p.parquet'}: not a Parquet file (it does not start with PAR1); for a CSV "
+        "file name it .csv (predict) or set dataset.name: csv")
+
+
+def test_an_image_folder_of_class_folders_given_to_predict_says_so(tmp_path):
+    from dlmine.data.images import ImageSource
+
+    for name in ("cat", "dog"):
+        (tmp_path / "test" / name).mkdir(parents=True)
+    source = ImageSource(dataset("images", tmp_path, image_size=[8, 8]))
+    assert data_error(lambda: source.read_input(tmp_path / "test")) == (
+        f"{tmp_path / 'test'}: no images (.bmp, .gif, .jpeg, .jpg, .png); it holds only the "
+        "sub-folders cat, dog, and predict reads the images directly in the folder given: give "
+        "one of them")
+
+
+def test_a_set_key_can_quote_a_column_name_that_is_not_an_identifier():
+    from dlmine.config.keys import dotted, parse
+
+    assert parse('dataset.columns["od280/od315"]') == ("dataset", "columns", "od280/od315")
+    assert parse("dataset.columns.índice") == ("dataset", "columns", "índice")
+    assert dotted(("dataset", "columns", "monthly-charges")) == 'dataset.columns["monthly-charges"]'
+    assert parse("training..epochs") is None and parse("9lives") is None

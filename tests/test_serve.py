@@ -296,7 +296,9 @@ BAD = [
      "inputs[1]: a nested list of shape (6, 5), but inputs[0] has shape (6, 6); expected every "
      "sample of one shape"),
     ("arrays", "/predict", {"inputs": [[["a"] * 6] * 6]}, 422,
-     "inputs holds strings (dtype <U1); expected numbers (integers or floats)"),
+     "inputs[0, 0, 0] is a string ('a'); expected a number"),
+    ("arrays", "/predict", {"inputs": [[[0.0] * 5 + [None]] * 6]}, 422,
+     "inputs[0, 0, 5] is null; expected a number"),
     ("arrays", "/predict", {"inputs": []}, 422,
      "inputs: an empty list; expected at least one sample"),
     ("arrays", "/predict", {"input": [1]}, 422,

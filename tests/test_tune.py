@@ -93,7 +93,7 @@ def test_every_problem_of_the_space_is_reported_before_any_trial(tmp_path, tiny_
         "uniform, loguniform; received 'normal'; did you mean 'uniform'?",
         f"  {cfg}:24: tune.space.dataset.limit: choice: expected a non-empty list of values, "
         "received [] (list)",
-        f"  {cfg}:25: tune.space.model layers: expected a dotted key such as "
+        f'  {cfg}:25: tune.space["model layers"]: expected a dotted key such as '
         "training.optimizer.learning_rate or model.layers[0].Conv2D.filters, received "
         "'model layers'",
         f"  {cfg}:26: tune.space.tune.trials: expected a key outside the tune: section; the "

@@ -22,7 +22,7 @@ def dotted(path: KeyPath) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _NAME.fullmatch(str(part)):
+        elif _NAME.fullmatch(str(part)) or (out and parse(str(part))):  # tune.space's keys
             out += f".{part}" if out else str(part)
         else:
             quote = "'" if '"' in str(part) else '"'

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlmine.data.base import DataInfo, Source, check_classes
+from dlmine.config.loading import shorten
+from dlmine.data.base import DataInfo, Source, check_classes, json_type
 from dlmine.data.files import check_finite, check_regular_file
 from dlmine.data.npzfile import PICKLED, npz_headers, read_input_array, read_npz
 from dlmine.errors import DataError, UsageError
@@ -70,12 +71,29 @@ class ArraySource(Source):
             x = np.asarray(values)
         except ValueError:  # ragged: name the first sample of another shape
             raise DataError(_ragged(values, field)) from None
+        if x.dtype.kind not in "iuf":  # a string, null, true or an integer beyond int64 inside
+            cells = np.asarray(values, dtype=object)  # each as JSON gave it, not made text
+            for index in np.ndindex(cells.shape):
+                value, where = _plain(cells[index]), ", ".join(map(str, index))
+                if isinstance(value, int) and not isinstance(value, bool) and \
+                        not -2**63 <= value < 2**63:
+                    raise DataError(f"{field}[{where}] is an integer beyond 64 bits; expected "
+                                    "a number of the run's range")
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    shown = f" ({shorten(repr(value))})" if isinstance(value, str) else ""
+                    raise DataError(f"{field}[{where}] is {json_type(value)}{shown}; expected a "
+                                    "number")
         return self.check_input(x, prep, field, warn)
 
     def input_schema(self, prep) -> dict:
         shape = list(prep.sample_shape)
         return {"kind": "arrays", "sample_shape": shape,
                 "send": f"one nested list of numbers of shape {tuple(shape)} per sample"}
+
+
+def _plain(value):
+    """A numpy scalar as the Python value JSON gave (for `json_type`)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _ragged(values: list, field: str) -> str:
