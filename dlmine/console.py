@@ -7,6 +7,7 @@ script wants (the run directory of `train`, the metrics table or JSON of
 
 from __future__ import annotations
 
+import math
 import sys
 
 from rich.console import Console
@@ -92,8 +93,19 @@ class Reporter:
 
 
 def number(value, digits: int = 4) -> str:
-    """A metric as dlmine prints it everywhere: floats with `digits` decimals, else as is."""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    """A metric as dlmine prints it everywhere: floats with `digits` decimals, or `digits`
+    significant digits when that would show a small or large one as 0.0000 (a learning rate
+    of 1e-05); true, false and null as YAML spells them; else as is."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != 0 and math.isfinite(value) and (abs(value) < 10 ** -(digits - 1)
+                                                    or abs(value) >= 10 ** (digits + 2)):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}"
+    return str(value)
 
 
 def format_logs(logs: dict) -> str:

@@ -208,11 +208,16 @@ class RunDir:
 
     def read_json(self, name: str) -> dict:
         try:
-            return json.loads((self.path / name).read_text())
+            data = json.loads((self.path / name).read_text())
         except FileNotFoundError:
             raise DlmineError(f"{self.path / name} is missing") from None
         except (ValueError, OSError) as exc:
             raise DlmineError(f"{self.path / name} is damaged: {exc}") from None
+        if not isinstance(data, dict):
+            raise DlmineError(f"{self.path / name} is damaged: it holds "
+                              f"{type(data).__name__ if data is not None else 'null'}, not an "
+                              "object")
+        return data
 
     def config_edits(self, info: dict) -> list[str] | None:
         """What changed in `config.yaml` since training (`seed: 1 -> 2`), or None when its

@@ -306,6 +306,37 @@ def test_compare_shows_only_differing_config_keys_and_all_metrics(runs):
                                               "received 1\n")
 
 
+def test_run_files_of_the_wrong_shape_are_damaged_not_internal_errors(runs, tmp_path):
+    """Valid JSON that is not what dlmine writes: `runs` lists the run as damaged, `report`
+    warns and writes the page without test metrics, the other commands name the file."""
+    root = tmp_path / "root"
+    for name in ("typed", "nulled", "shaped"):
+        shutil.copytree(runs.tiny, root / name)
+    info = json.loads((root / "typed" / "run.json").read_text())
+    (root / "typed" / "run.json").write_text(json.dumps({**info, "final_metrics": [1]}))
+    (root / "nulled" / "run.json").write_text("null")
+    (root / "shaped" / "eval.json").write_text(json.dumps({"metrics": "oops"}))
+    listed = {r["run"]: r["status"] for r in json.loads(invoke("runs", root, "--json").stdout)}
+    assert listed == {"typed": "damaged", "nulled": "damaged", "shaped": "completed"}
+    nulled = invoke("evaluate", root / "nulled")  # warned about, and evaluated all the same
+    assert nulled.exit_code == 0 and "internal error" not in nulled.stderr
+    assert nulled.stderr.startswith(f"Warning: {root / 'nulled' / 'run.json'} is damaged: it "
+                                    "holds null, not an object")
+    report = invoke("report", root / "shaped")
+    assert report.exit_code == 0, report.output
+    assert report.stderr.startswith(f"Warning: {root / 'shaped' / 'eval.json'} is damaged: "
+                                    "'metrics' is not a mapping of names to numbers; the report "
+                                    "has no test metrics")
+
+
+def test_compare_shows_small_numbers_by_their_significant_digits(runs, tmp_path):
+    from dlmine.results.runs import difference, value_text
+
+    assert (value_text(1e-5), value_text(3e-5), difference([1e-5, 3e-5])) == (
+        "1e-05", "3e-05", "+2e-05")
+    assert (value_text(0.25), value_text(True), difference([2, 5])) == ("0.2500", "true", "+3")
+
+
 # --- export ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("savedmodel", "savedmodel"),

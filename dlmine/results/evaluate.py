@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,10 @@ def evaluate_model(model, x, y: np.ndarray, cfg: Config, class_names: list, batc
         from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
         truth, guess = y.reshape(len(y), -1), predicted.reshape(len(predicted), -1)
-        metrics.update(r2=float(r2_score(truth, guess)), mse=float(mean_squared_error(truth, guess)),
+        with warnings.catch_warnings():  # r2 of one sample: nan, written as null
+            warnings.simplefilter("ignore")
+            r2 = float(r2_score(truth, guess))
+        metrics.update(r2=r2, mse=float(mean_squared_error(truth, guess)),
                        mae=float(mean_absolute_error(truth, guess)))
         return {"metrics": metrics, "samples": int(len(x))}
     if cfg.dataset.task == "multi_label":

@@ -59,15 +59,48 @@ def read_facts(run: RunDir, reporter: Reporter) -> RunFacts:
     if (run / EVAL_JSON).exists():
         try:
             evaluation = run.read_json(EVAL_JSON)
+            problem = _eval_problem(evaluation)
+            if problem:
+                raise DlmineError(f"{run / EVAL_JSON} is damaged: {problem}")
         except DlmineError as exc:
+            evaluation = None
             reporter.warn(f"{exc}; the report has no test metrics (run dlmine evaluate again)")
     try:
         history = read_history(run / HISTORY)
     except DlmineError as exc:
         reporter.warn(f"{exc}; the report has no learning curves")
         history = []
+    else:
+        done = info.get("epochs_completed")
+        if not history and isinstance(done, int) and done > 0:
+            reporter.warn(f"{run / HISTORY} holds no epoch, but run.json counts {done} "
+                          "completed; the report has no learning curves")
     return RunFacts(run.path, info, (run / CONFIG).read_text(encoding="utf-8"), evaluation,
                     history)
+
+
+def _eval_problem(evaluation: dict) -> str | None:
+    """What in `eval.json` is not as dlmine writes it (the parts the report reads), or None."""
+    def numbers(value) -> bool:
+        return isinstance(value, dict) and all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+            for v in value.values())
+
+    if not numbers(evaluation.get("metrics", {})):
+        return "'metrics' is not a mapping of names to numbers"
+    for key in ("per_class", "per_label"):
+        table = evaluation.get(key, {})
+        if not isinstance(table, dict) or not all(numbers(row) for row in table.values()):
+            return f"'{key}' is not a mapping of names to rows of numbers"
+    labels, matrix = evaluation.get("labels"), evaluation.get("confusion_matrix")
+    if labels is not None and not isinstance(labels, list):
+        return "'labels' is not a list"
+    if matrix is not None and not (
+            isinstance(matrix, list) and isinstance(labels, list) and len(matrix) == len(labels)
+            and all(isinstance(row, list) and len(row) == len(labels)
+                    and all(isinstance(n, int | float) for n in row) for row in matrix)):
+        return "'confusion_matrix' is not a square table of numbers, one row per label"
+    return None
 
 
 def make_plots(run: RunDir, facts: RunFacts, reporter: Reporter) -> list[Plot]:

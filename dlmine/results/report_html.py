@@ -205,7 +205,11 @@ def _table(header: list[str], rows: list[tuple], numeric: set = frozenset(), hea
 
 def number(value) -> str:
     """A metric for people: 4 decimals, or 4 significant digits when very large or small."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, int | float):
         return str(value)
     if isinstance(value, int):
         return str(value)

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 
 from dlmine.config.keys import flatten
+from dlmine.console import number
 from dlmine.errors import DlmineError, UsageError
 from dlmine.results.report_html import dataset_label, duration, parse_config, timestamp
 from dlmine.rundir import CHECKPOINTS, CONFIG, RUN_JSON, STATE, ConfigEdited, RunDir
 
 DAMAGED = "damaged"  # the status shown for a run.json that cannot be read
 SORT_KEYS = ("started", "name", "duration", "accuracy", "loss")
-RUNS_HEADER = ["run", "status", "dataset", "epochs", "best validation", "test accuracy", "test loss",
+RUNS_HEADER = ["run", "status", "dataset", "epochs", "best (monitor)", "test accuracy", "test loss",
                "duration", "started"]
 ABSENT = "-"
 
@@ -61,11 +62,30 @@ def run_row(path: Path, root: Path) -> dict:
         return {**row, "name": path.name, "status": DAMAGED, "epochs_completed": None, "best": None,
                 "test_accuracy": None, "test_loss": None, "duration_s": None, "started": None}
     metrics = info.get("final_metrics") or {}
+    if not _well_typed(info, metrics):  # valid JSON, but not what dlmine writes there
+        return {**row, "name": path.name, "status": DAMAGED, "epochs_completed": None, "best": None,
+                "test_accuracy": None, "test_loss": None, "duration_s": None, "started": None}
     status = info.get("status") if (path / CONFIG).is_file() else DAMAGED
     return {**row, "name": info.get("name") or path.name, "status": status,
             "epochs_completed": _epochs_completed(path, info), "best": info.get("best"),
             "test_accuracy": metrics.get("accuracy"), "test_loss": metrics.get("loss"),
             "duration_s": info.get("duration_s"), "started": info.get("started")}
+
+
+def _well_typed(info: dict, metrics) -> bool:
+    """The fields a row shows have the types dlmine writes (or are absent)."""
+    number = (int, float)
+    kinds = {"status": str, "name": str, "started": str, "duration_s": number,
+             "epochs_completed": int, "best": dict}
+    if not isinstance(metrics, dict):
+        return False
+    fields = [(info.get(key), kind) for key, kind in kinds.items()]
+    fields += [(metrics.get(key), number) for key in ("accuracy", "loss")]
+    if isinstance(info.get("best"), dict):
+        fields += [(info["best"].get("value"), number), (info["best"].get("monitor"), str),
+                   (info["best"].get("epoch"), int)]
+    return all(value is None or (isinstance(value, kind) and not isinstance(value, bool))
+               for value, kind in fields)
 
 
 def _epochs_completed(path: Path, info: dict):
@@ -152,7 +172,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def _num(value) -> str:
-    return ABSENT if not isinstance(value, int | float) else f"{value:.4f}"
+    return ABSENT if not isinstance(value, int | float) else number(float(value))
 
 
 def compare_runs(paths: list[Path]) -> dict:
@@ -214,8 +234,8 @@ def value_text(value) -> str:
     """A cell of `dlmine compare`: numbers with 4 decimals, absent keys as `-`."""
     if value is None:
         return ABSENT
-    if isinstance(value, float):
-        return f"{value:.4f}"
+    if isinstance(value, float | bool):
+        return number(value)
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
@@ -226,4 +246,6 @@ def difference(values: list) -> str:
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return ""
     delta = values[1] - values[0]
-    return f"{delta:+d}" if isinstance(delta, int) else f"{delta:+.4f}"
+    if isinstance(delta, int):
+        return f"{delta:+d}"
+    return ("+" if delta >= 0 else "") + number(float(delta))

@@ -10,10 +10,13 @@ standard deviation of every test metric over the folds.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import numpy as np
+import yaml
 
 from dlmine.config import LoadedConfig, to_yaml
 from dlmine.console import Reporter
@@ -68,11 +71,14 @@ def train_folds(loaded: LoadedConfig, source: Source, splits: Splits, run: RunDi
     `track`, an MLflow run for `run` with one nested run per fold."""
     cfg = loaded.config
     parts = fold_splits(source, splits, folds, cfg.seed, cfg.dataset.task)
+    text = to_yaml(cfg)
     with run.removed_on_failure():  # a full disk here leaves no half-made run directory
-        run.write(CONFIG, to_yaml(cfg))
+        run.write(CONFIG, text)
         run.write_json(RUN_JSON, {"status": "running", "name": cfg.name, "folds": folds,
-                                  "started": now_iso(), "ended": None, "command": argv,
-                                  "device": device_used, "seed": cfg.seed,
+                                  "started": now_iso(), "ended": None, "duration_s": None,
+                                  "command": argv, "device": device_used, "seed": cfg.seed,
+                                  "config": yaml.safe_load(text),
+                                  "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
                                   "data_fingerprint": splits.fingerprint, "final_metrics": None})
     parent = tracking.start_run(track, run, None, reporter.warn)
     try:
@@ -108,8 +114,12 @@ def write_summary(run: RunDir, reports: list[dict], reporter: Reporter) -> None:
     run.write_json(EVAL_JSON, {"split": "test", "checkpoint": "best", "folds": folds,
                                "metrics": summary["mean"], "std": summary["std"],
                                "per_fold": per_fold})
-    run.update_run(status="completed", ended=now_iso(), final_metrics=summary["mean"],
-                   final_metrics_std=summary["std"])
+    started = run.read_json(RUN_JSON).get("started")
+    ended = now_iso()
+    seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() \
+        if isinstance(started, str) else None  # from start to end, pauses of a resume included
+    run.update_run(status="completed", ended=ended, duration_s=seconds,
+                   final_metrics=summary["mean"], final_metrics_std=summary["std"])
     reporter.metrics_table(f"test metrics, mean of {folds} folds", summary["mean"])
 
 

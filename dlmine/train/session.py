@@ -316,8 +316,9 @@ def _finish_status(outcome: _Outcome) -> str:
 def _stop_message(outcome: _Outcome, run: RunDir) -> str:
     epochs = len(outcome.recorder.rows)
     if outcome.recorder.diverged:
-        return (f"training diverged: {outcome.recorder.diverged}. The last good checkpoint "
-                f"({epochs} epoch(s)) is kept in {run.path}/checkpoints. Try a lower "
+        kept = (f"The last good checkpoint ({epochs} epoch(s)) is kept in {run.path}/checkpoints"
+                if epochs else "No epoch completed, so no checkpoint was saved")
+        return (f"training diverged: {outcome.recorder.diverged}. {kept}. Try a lower "
                 "training.optimizer.learning_rate, or preprocessing.rescale / standardize")
     return (f"interrupted after {epochs} complete epoch(s); checkpoints/last.keras holds the "
             f"last complete epoch. Continue with: dlmine train --resume "
