@@ -358,6 +358,10 @@ def test_image_folders_with_augmentation(cli, tmp_path):
     empty = cli("predict", tmp_path / "run", tmp_path / "empty")
     assert (empty.exit_code, empty.stderr) == (1, (
         f"Error: {tmp_path / 'empty'}: no images (.bmp, .gif, .jpeg, .jpg, .png)\n"))
+    # the SavedModel's serve endpoint passes images through the augmentation, as predict does
+    exported = cli("export", tmp_path / "run", "--format", "savedmodel")
+    assert exported.exit_code == 0, exported.output
+    assert "match the best checkpoint" in exported.stderr
     (tmp_path / "table.csv").write_text("x\n1\n")
     wrong_kind = cli("predict", tmp_path / "run", tmp_path / "table.csv")
     assert (wrong_kind.exit_code, wrong_kind.stderr) == (2, (

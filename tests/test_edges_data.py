@@ -843,3 +843,19 @@ def test_a_set_key_can_quote_a_column_name_that_is_not_an_identifier():
     assert parse("dataset.columns.índice") == ("dataset", "columns", "índice")
     assert dotted(("dataset", "columns", "monthly-charges")) == 'dataset.columns["monthly-charges"]'
     assert parse("training..epochs") is None and parse("9lives") is None
+
+
+def test_a_csv_row_of_more_fields_than_the_header_is_named(tmp_path):
+    """pandas would take the first field for an index and shift every cell: an unquoted comma
+    in a review would be predicted as the words after it."""
+    from dlmine.data.tabular import read_table
+    from dlmine.data.text import read_csv
+
+    (tmp_path / "t.csv").write_text("a,b\n9,1,2\n3,4\n")
+    assert data_error(lambda: read_table(tmp_path / "t.csv", "csv")) == (
+        f"{tmp_path / 't.csv'}: row 2 has 3 fields, but the header names 2 columns; a field "
+        'that holds a comma must be quoted ("great, loved it")')
+    (tmp_path / "r.csv").write_text("review\nThis was great, loved it\n")
+    assert data_error(lambda: read_csv(tmp_path / "r.csv", "utf-8")) == (
+        f"{tmp_path / 'r.csv'}: row 2 has 2 fields, but the header names 1 columns; a field "
+        'that holds a comma must be quoted ("great, loved it")')

@@ -12,6 +12,7 @@ directory, so `evaluate` and `predict` take raw columns.
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
@@ -56,6 +57,10 @@ def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
         raise DataError(_not_utf8(path)) from None
     except Exception as exc:  # pandas and pyarrow raise many kinds for unreadable files
         raise DataError(f"{path}: cannot read it as {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+    if fmt != "parquet" and not frame.index.equals(pd.RangeIndex(len(frame))):
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+            raise DataError(extra_fields(path, handle))
     frame = frame.copy()  # one block per dtype: pandas reads one per column, slow to slice
     frame.columns = [str(c) for c in frame.columns]
     for column in frame.columns if fmt == "parquet" else ():  # lists or mappings in a cell
@@ -71,6 +76,19 @@ def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     return frame
+
+
+def extra_fields(path: Path, lines) -> str:
+    """The message for a CSV whose data rows hold more fields than its header names (pandas
+    would take the first field for an index and shift every cell): the first such row."""
+    reader = csv.reader(lines, skipinitialspace=True)
+    header = next(reader, [])
+    for row in reader:
+        if len(row) > len(header):
+            return (f"{path}: row {reader.line_num} has {len(row)} fields, but the header names "
+                    f"{len(header)} columns; a field that holds a comma must be quoted "
+                    '("great, loved it")')
+    return f"{path}: a row has more fields than the header names columns"
 
 
 def _csv_header(path: Path) -> list[str]:

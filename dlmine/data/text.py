@@ -21,7 +21,7 @@ from dlmine.config.loading import Sources, valid_list
 from dlmine.config.schema import Config, DatasetConfig
 from dlmine.data.base import DataInfo, Source, class_folders, json_type
 from dlmine.data.files import check_regular_file
-from dlmine.data.tabular import check_unique
+from dlmine.data.tabular import check_unique, extra_fields
 from dlmine.errors import DataError, UsageError
 
 
@@ -151,6 +151,8 @@ def read_csv(path: Path, encoding: str, fix: str = TRAINING_FIX):
         raise DataError(f"{path}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
+    if not frame.index.equals(pd.RangeIndex(len(frame))):  # a row of more fields than the header
+        raise DataError(extra_fields(path, io.StringIO(content)))
     frame.columns = [str(c) for c in frame.columns]
     return frame
 

@@ -89,8 +89,13 @@ def export_run(run_dir: Path, fmt: str, output: Path | None, checkpoint: str, re
         except DlmineError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise DlmineError(f"export to {fmt} failed: {type(exc).__name__}: {first}") from None
+            first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+            hint = ("; TensorFlow's converter cannot take every layer JAX traces (Dropout's "
+                    "seed state, embedding lookups): export this run with "
+                    "KERAS_BACKEND=tensorflow, which reads the same checkpoint"
+                    if fmt == "tflite" and _backend() == "jax" else "")
+            raise DlmineError(f"export to {fmt} failed: {type(exc).__name__}: {first}{hint}") \
+                from None
         diff = float(np.max(np.abs(got - expected)))
         tolerance = ATOL + RTOL * float(np.max(np.abs(expected)))
         if not diff <= tolerance:
@@ -241,8 +246,27 @@ def _run_keras(path: Path, x: np.ndarray, source: Source) -> np.ndarray:
     return model.predict(source.as_input(x), verbose=0)
 
 
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
 def _write_savedmodel(model, path: Path) -> None:
-    model.export(str(path), format="tf_saved_model", verbose=False)
+    """The `serve` endpoint calls the model with `training=False`, so that `Random*`
+    augmentation layers pass images through, as in `predict` (`model.export` left them on)."""
+    import keras
+    import tensorflow as tf
+
+    if len(model.inputs) != 1:
+        model.export(str(path), format="tf_saved_model", verbose=False)
+        return
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = model.inputs[0]
+    archive.add_endpoint(name="serve", fn=lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
+    archive.write_out(str(path), verbose=False)
 
 
 def _run_savedmodel(path: Path, x: np.ndarray, source: Source) -> np.ndarray:

@@ -215,6 +215,8 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
                    track: tracking.Target | None, splits=None, source=None) -> RunDir:
     """`resume`, with the run directory's lock held; `splits` (and their `source`): a
     fold's, which its config alone does not rebuild."""
+    import keras
+
     from dlmine.train.state import load_state, restore_seed_states  # import Keras
 
     info = run.read_json(RUN_JSON)
@@ -246,6 +248,7 @@ def _resume_locked(run: RunDir, loaded: LoadedConfig, changes: list[str], *, for
             config = {"config": yaml.safe_load(text),
                       "config_sha256": hashlib.sha256(text.encode()).hexdigest()}
         resumes = info.get("resumed", []) + [{"at": now_iso(), "from_epoch": state["epoch"],
+                                               "backend": keras.backend.backend(),
                                                "device": device_used,
                                                "replicas": devices.replicas(model),
                                                "config_changes": changes}]
