@@ -46,10 +46,11 @@ def build_model(cfg: Config, src: Sources, input_shape: tuple, num_classes: int 
         inputs, x = source.input_layers(cfg, src, input_shape, info)
         x = apply_layers(x, stacked_layers(cfg), src)
         check_output(cfg, src, x.shape, num_classes)
-        check_metrics(cfg, src, x.shape)
+        shape = tuple(x.shape)
         if policy != "float32":  # outputs and loss in float32, as Keras' guide advises
             x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
         model = keras.Model(inputs, x, name=cfg.name.replace(".", "_"))
+    check_metrics(cfg, src, shape)  # eager and outside the strategy: no replica is involved
     return model
 
 
