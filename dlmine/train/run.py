@@ -198,7 +198,11 @@ def _resume_folds(run: RunDir, info: dict, loaded: LoadedConfig, *, force: bool,
                 built = build_checked_model(loaded, part.info.num_classes, part, prepared.source)
                 new_run(loaded, built, part, RunDir.create(fold, run.path, cfg.name),
                         device_used, reporter, argv)
-            reports.append(RunDir(fold).read_json(EVAL_JSON))
+            report = RunDir(fold).read_json(EVAL_JSON)
+            if report.get("split") != "test" or report.get("checkpoint") != "best":
+                # `evaluate` was run on it otherwise since: the test metrics training wrote
+                report = {"metrics": RunDir(fold).read_json(RUN_JSON).get("final_metrics") or {}}
+            reports.append(report)
     write_summary(run, reports, reporter)
     return run
 
