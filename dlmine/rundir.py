@@ -262,13 +262,12 @@ class RunDir:
     def fold_parent(self) -> Path | None:
         """The cross-validation this run is a fold of (`PARENT/fold-K`), or None."""
         parent = self.path.parent
-        if not re.fullmatch(r"fold-\d+", self.path.name) or not (parent / RUN_JSON).is_file():
+        if not re.fullmatch(r"fold-\d+", self.path.name):
             return None
         try:
-            info = json.loads((parent / RUN_JSON).read_text())
-        except (ValueError, OSError):
+            return parent if RunDir(parent).read_json(RUN_JSON).get("folds") else None
+        except DlmineError:  # no run.json there, or a damaged one
             return None
-        return parent if isinstance(info, dict) and info.get("folds") else None
 
     def refuse_folds(self, verb: str) -> None:
         """Refuse to treat the parent of a k-fold cross-validation as one run."""

@@ -71,6 +71,11 @@ def _short_help(text: str, limit: int) -> str:
                             break_on_hyphens=False)
 
 
+def _one_line(exc: click.UsageError) -> str:
+    """click's message on one line: it lists the choices of an option one per line."""
+    return re.sub(r":\n\t", ": ", exc.format_message()).replace(",\n\t", ", ")
+
+
 class Group(click.Group):
     """Loads each command from its module when it runs, and turns dlmine's exceptions into
     messages and exit codes."""
@@ -97,8 +102,7 @@ class Group(click.Group):
         except _NO_ARGS_IS_HELP:  # `dlmine` alone: the help, as click prints it
             raise
         except click.UsageError as exc:  # `dlmine --bogus`: the format of every exit 2
-            message = re.sub(r":\n\t", ": ", exc.format_message()).replace(",\n\t", ", ")
-            click.echo(f"Error: {message}", err=True)  # click lists choices one per line
+            click.echo(f"Error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context):
@@ -120,8 +124,7 @@ class Group(click.Group):
         except click.UsageError as exc:  # one format for every exit 2: no `Usage:`/`Try` lines
             if debug:
                 traceback.print_exc()
-            message = re.sub(r":\n\t", ": ", exc.format_message()).replace(",\n\t", ", ")
-            click.echo(f"Error: {message}", err=True)  # click lists choices one per line
+            click.echo(f"Error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dlmine.config.loading import shorten
-from dlmine.data.base import DataInfo, Source, check_classes, json_type
+from dlmine.data.base import DataInfo, Source, check_classes, json_type, not_one_label
 from dlmine.data.files import check_finite, check_regular_file
 from dlmine.data.npzfile import PICKLED, npz_headers, read_input_array, read_npz
 from dlmine.errors import DataError, UsageError
@@ -195,9 +195,7 @@ def _describe_npz(path: Path, task: str) -> DataInfo:
                 labels = {k: npz[k] for k in ("y_train", "y_test") if k in npz.files}
                 for key, y in labels.items():  # one-hot rows would read as classes 0 and 1
                     if y.ndim > 1 and int(np.prod(y.shape[1:])) != 1:
-                        raise DataError(f"{path}: {key} has shape {y.shape}: expected one "
-                                        "integer class label per sample (one-hot labels are "
-                                        "made by preprocessing.labels: onehot)")
+                        raise DataError(not_one_label(path, key, y.shape))
                 labels = {k: y.reshape(-1) for k, y in labels.items()}
                 if "class_names" in npz.files:
                     names = [str(n) for n in npz["class_names"]]

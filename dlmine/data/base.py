@@ -181,8 +181,7 @@ class Source:
             return y.astype("float32")
         y = y.reshape(len(y), -1)
         if y.shape[1] != 1:
-            raise DataError(f"{where}: {key} has shape {y.shape}: expected one integer class label per "
-                            "sample (one-hot labels are made by preprocessing.labels: onehot)")
+            raise DataError(not_one_label(where, key, y.shape))
         y = y[:, 0]
         if not np.issubdtype(y.dtype, np.integer):
             if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
@@ -319,6 +318,12 @@ def class_folders(path: Path, known: list | None, kind: str) -> list[str]:
         raise DataError(f"{path}: class folder '{extra}' is not a class of the training data "
                         f"({', '.join(known)})")
     return known or names
+
+
+def not_one_label(where, key: str, shape: tuple) -> str:
+    """The message for labels of more than one value per sample (one-hot rows)."""
+    return (f"{where}: {key} has shape {shape}: expected one integer class label per sample "
+            "(one-hot labels are made by preprocessing.labels: onehot)")
 
 
 def check_classes(y: np.ndarray, origin, key: str, verb: str = "holds",

@@ -29,7 +29,7 @@ KINDS = COLUMN_KINDS
 
 # What pandas reads as missing in a CSV, besides an empty cell.
 MISSING_CELLS = "an empty cell, or a word read as missing: NA, N/A, NaN, null, None, ..."
-CSV_NAMES = (".csv", ".csv.gz", ".CSV")
+CSV_NAMES = (".csv", ".csv.gz")
 
 
 def read_table(path: Path, fmt: str, strings: tuple[str, ...] = ()):
@@ -191,7 +191,7 @@ def check_values(frame, path: Path | str, kinds: dict, missing: str, predict: bo
     if not predict and missing == "error":
         raise DataError(f"{path}: {int(rows.sum())} row(s) have missing values (first: row "
                         f"{row + first_row}, column '{column}'"
-                        f"{'; ' + MISSING_CELLS if str(path).endswith(CSV_NAMES) else ''}); set "
+                        f"{'; ' + MISSING_CELLS if str(path).lower().endswith(CSV_NAMES) else ''}); set "
                         "dataset.missing: impute (numeric: the training mean, categorical: its "
                         "own category) or drop")
     if predict and missing != "impute":

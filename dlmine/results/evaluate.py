@@ -167,7 +167,6 @@ def evaluate_run(path: Path, checkpoint: str, split: str, reporter: Reporter) ->
         info = run.read_json(RUN_JSON)
     except DlmineError:  # missing or damaged: check_config warned, and the run is evaluated
         info = {}
-    info = info if isinstance(info, dict) else {}
     if info.get("status") not in (None, "completed"):
         reporter.warn(f"this run is '{info.get('status')}', not completed; evaluating the "
                       f"{checkpoint} checkpoint it saved")

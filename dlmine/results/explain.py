@@ -184,9 +184,9 @@ def _drops(model, task: str, y, base: float, variants) -> list[float]:
         out.extend(base - _metric(task, part, y) for part in np.split(outputs, len(pending)))
         pending.clear()
 
-    for variant in variants:
+    for variant in variants:  # a generator: at most STACK_BYTES of variants held at once
         pending.append(variant)
-        if sum(p.nbytes for p in pending) >= STACK_BYTES:
+        if len(pending) * variant.nbytes >= STACK_BYTES:  # the variants are all one size
             flush()
     if pending:
         flush()

@@ -74,15 +74,15 @@ def run_row(path: Path, root: Path) -> dict:
 
 def _well_typed(info: dict, metrics) -> bool:
     """The fields a row shows have the types dlmine writes (or are absent)."""
-    number = (int, float)
-    kinds = {"status": str, "name": str, "started": str, "duration_s": number,
+    numeric = (int, float)
+    kinds = {"status": str, "name": str, "started": str, "duration_s": numeric,
              "epochs_completed": int, "best": dict}
     if not isinstance(metrics, dict):
         return False
     fields = [(info.get(key), kind) for key, kind in kinds.items()]
-    fields += [(metrics.get(key), number) for key in ("accuracy", "loss")]
+    fields += [(metrics.get(key), numeric) for key in ("accuracy", "loss")]
     if isinstance(info.get("best"), dict):
-        fields += [(info["best"].get("value"), number), (info["best"].get("monitor"), str),
+        fields += [(info["best"].get("value"), numeric), (info["best"].get("monitor"), str),
                    (info["best"].get("epoch"), int)]
     return all(value is None or (isinstance(value, kind) and not isinstance(value, bool))
                for value, kind in fields)

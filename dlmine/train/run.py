@@ -8,7 +8,6 @@ config or data that differ from the run's unless forced.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -179,13 +178,10 @@ def _resume_folds(run: RunDir, info: dict, loaded: LoadedConfig, *, force: bool,
                                          cfg.dataset.task), start=1):
         fold = run.path / f"fold-{k}"
         with parent_marked(run, k, folds):
-            status = _status(fold)
-            if status != "completed":
-                reporter.info(f"fold {k}/{folds}: " + ("resumed" if (fold / STATE).is_file()
-                                                       else "trained"))
-            if status == "completed":
+            if _status(fold) == "completed":
                 pass
             elif (fold / STATE).is_file():  # a committed epoch: continue it on its own fold
+                reporter.info(f"fold {k}/{folds}: resumed")
                 fold_run = RunDir.open(fold)
                 with fold_run.lock():
                     _remove_stale_temporaries(fold_run)
@@ -193,6 +189,7 @@ def _resume_folds(run: RunDir, info: dict, loaded: LoadedConfig, *, force: bool,
                                    reporter=reporter, argv=argv, track=None,
                                    splits=part, source=prepared.source)
             else:  # never begun, or stopped before its first epoch: trained afresh
+                reporter.info(f"fold {k}/{folds}: trained")
                 if fold.exists():
                     shutil.rmtree(fold)
                 built = build_checked_model(loaded, part.info.num_classes, part, prepared.source)
@@ -209,8 +206,8 @@ def _resume_folds(run: RunDir, info: dict, loaded: LoadedConfig, *, force: bool,
 
 def _status(folder: Path) -> str | None:
     try:
-        return json.loads((folder / RUN_JSON).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
+        return RunDir(folder).read_json(RUN_JSON).get("status")
+    except DlmineError:  # none yet, or damaged: the fold is trained again
         return None
 
 
