@@ -711,3 +711,10 @@ def test_a_metric_that_does_not_fit_the_labels_is_named_before_training(cli, her
                     "per class (None, 3) against class indices; for a 2-class problem, one "
                     "sigmoid output (units: 1, activation: sigmoid, loss: binary_crossentropy) "
                     "has the labels it needs")
+
+
+def test_a_misspelt_word_of_a_key_that_also_takes_true_or_false_is_suggested(cli, here):
+    text = tiny("batch_size: 16", "batch_size: 16\n  mixed_precision: aut")
+    assert problems_of(check(cli, here, text)) == [
+        "cfg.yaml:15: training.mixed_precision: expected one of: auto or true or false, received "
+        "'aut' (string); did you mean 'auto'?"]

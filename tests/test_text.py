@@ -31,6 +31,10 @@ def test_standardizing_strips_html_case_and_punctuation():
     kept = vocabulary(lowercase=False, strip_punctuation=False, strip_html=False)
     assert kept.tokens("Great<br />it!") == ["Great<br", "/>it!"]
     assert vocabulary(ngrams=2).tokens("a b c") == ["a", "b", "c", "a b", "b c"]
+    split = vocabulary(strip_punctuation="split", ngrams=2)
+    assert split.tokens("Great!! Don't (5/5)") == [
+        "great", "!", "!", "dont", "(", "5", "/", "5", ")",
+        "great !", "! !", "! dont", "dont (", "( 5", "5 /", "/ 5", "5 )"]
 
 
 def test_int_mode_gives_padded_ids_with_an_unseen_id():
@@ -65,11 +69,14 @@ def test_tf_idf_equals_scikit_learn_on_a_cut_vocabulary():
 
     texts = ["the tea is good", "the tea is bad", "good good coffee", "bad coffee and tea",
              "a cup of tea", "no coffee"]
-    vocab = vocabulary(max_tokens=6, output_mode="tf_idf").fit(texts)  # 4 of the 11 words
-    kept = vocab.terms[2:]
-    peer = TfidfVectorizer(vocabulary=kept, token_pattern=r"\S+").fit(texts)
-    np.testing.assert_allclose(vocab.transform(texts + ["tea zzz"])[:, 2:],
-                               peer.transform(texts + ["tea zzz"]).toarray(), atol=1e-6)
+    for sublinear in (False, True):  # 1 + ln(count): "good good coffee" tells them apart
+        vocab = vocabulary(max_tokens=6, output_mode="tf_idf",
+                           sublinear_tf=sublinear).fit(texts)  # 4 of the 11 words
+        kept = vocab.terms[2:]
+        peer = TfidfVectorizer(vocabulary=kept, token_pattern=r"\S+",
+                               sublinear_tf=sublinear).fit(texts)
+        np.testing.assert_allclose(vocab.transform(texts + ["tea zzz"])[:, 2:],
+                                   peer.transform(texts + ["tea zzz"]).toarray(), atol=1e-6)
 
 
 def reviews(folder: Path, rows: int = 96, name: str = "reviews.csv") -> Path:
@@ -163,10 +170,15 @@ def test_the_padding_is_masked_end_to_end():
 def test_a_bag_of_ngrams_trains_a_dense_model(cli, tmp_path):
     reviews(tmp_path)
     run = tmp_path / "run"
-    result = cli("train", text_config(tmp_path, BAG, DENSE, 8), "--run-dir", run, "--quiet")
+    text = BAG.replace("}", ", strip_punctuation: split, sublinear_tf: true}")
+    result = cli("train", text_config(tmp_path, text, DENSE, 8), "--run-dir", run, "--quiet")
     assert result.exit_code == 0, result.output
     state = json.loads((run / "preprocessing.json").read_text())
     assert state["output_shape"] == [64] and len(state["vocabulary"]["idf"]) == 64
+    # the keys travel with the vocabulary, so predict and export read the texts as training did
+    assert state["config"]["text"]["strip_punctuation"] == "split"
+    assert state["config"]["text"]["sublinear_tf"] is True
+    assert "!" in state["vocabulary"]["terms"]  # each review ends with one
     assert json.loads((run / "eval.json").read_text())["metrics"]["accuracy"] >= 0.9
     (tmp_path / "one.txt").write_text("great good tea", encoding="utf-8")
     predicted = cli("predict", run, tmp_path / "one.txt")
@@ -332,6 +344,10 @@ def test_multi_label_texts_get_every_label_above_the_threshold(cli, tmp_path):
      ["cfg.yaml:8: model.layers[0].Embedding: an Embedding reads token ids, but "
       "preprocessing.text.output_mode is count (a bag of floats per text); use output_mode: "
       "int, or Dense layers"]),
+    ("", "{output_mode: count, max_tokens: 40, sublinear_tf: true}", DENSE,
+     ["cfg.yaml:5: preprocessing.text.sublinear_tf: sublinear_tf damps the counts of tf_idf, "
+      "but preprocessing.text.output_mode is count; use output_mode: tf_idf, or remove "
+      "sublinear_tf"]),
 ])
 def test_text_configs_that_cannot_work_are_refused_before_the_data(cli, tmp_path, dataset, text,
                                                                    layers, messages):

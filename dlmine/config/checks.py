@@ -160,6 +160,15 @@ def check_text_embedding(cfg: Config, src: Sources) -> list[Problem]:
     return []
 
 
+def check_sublinear_tf(cfg: Config, src: Sources) -> list[Problem]:
+    text = cfg.preprocessing.text
+    if not text.sublinear_tf or text.output_mode == "tf_idf":
+        return []
+    return [src.problem(("preprocessing", "text", "sublinear_tf"), "sublinear_tf damps the "
+                        "counts of tf_idf, but preprocessing.text.output_mode is "
+                        f"{text.output_mode}; use output_mode: tf_idf, or remove sublinear_tf")]
+
+
 def check_monitors_have_validation(cfg: Config, src: Sources) -> list[Problem]:
     if cfg.dataset.validation_split is not None:
         return []
@@ -397,6 +406,7 @@ RULES: list[tuple[Callable[[Config, Sources], list[Problem]], tuple[str, ...]]] 
                           "model.recommender")),
     (check_multi_label, ("dataset.task", "dataset.name", "training.loss")),
     (check_text_embedding, ("dataset.name", "model.layers", "preprocessing.text")),
+    (check_sublinear_tf, ("preprocessing.text",)),
 ]
 
 

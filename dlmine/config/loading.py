@@ -392,7 +392,10 @@ def _coerce(tp, value, path, sources, problems, required):
                 return result
         if len(options) == 1 or (dataclasses.is_dataclass(options[0]) and isinstance(value, dict)):
             return _coerce(options[0], value, path, sources, problems, required)
-        problems.append(sources.problem(path, f"expected {describe(tp)}, {received(value)}"))
+        words = [w for arm in options if typing.get_origin(arm) is Literal
+                 for w in typing.get_args(arm)]
+        hint = suggest(value, words) if words and isinstance(value, str) else ""
+        problems.append(sources.problem(path, f"expected {describe(tp)}, {received(value)}{hint}"))
         return _INVALID
     ok = _matches(tp, origin, args, value)
     if ok is True:

@@ -235,9 +235,16 @@ class TextConfig:
     ngrams: int | None = doc(
         "Also count n-grams up to this many words (2: pairs of adjacent words); null for "
         "single words.", check=lambda v: None if v is None else _positive(v))
+    sublinear_tf: bool = doc(
+        "`tf_idf` only: 1 + ln(count) in place of a term's count (scikit-learn's "
+        "`sublinear_tf`), so that a word repeated in one text weighs less than its count.",
+        False)
     lowercase: bool = doc("Lowercase the text before splitting it into words.", True)
-    strip_punctuation: bool = doc(
-        "Remove ASCII punctuation (`don't` becomes `dont`) before splitting into words.", True)
+    strip_punctuation: bool | Literal["split"] = doc(
+        "`true`: remove ASCII punctuation (`don't` becomes `dont`) before splitting into words; "
+        "`split`: remove apostrophes and make every other mark a word of its own (`great!!` "
+        "becomes `great ! !`, so `!` and `?` are counted and paired like words); `false`: keep "
+        "it where it is.", True)
     strip_html: bool = doc("Replace HTML tags such as `<br />` by a space.", True)
 
 

@@ -2,10 +2,11 @@
 
 Pure Python and numpy, so no string reaches Keras and text trains on every backend.
 Standardizing follows Keras' `TextVectorization`: strip HTML tags (`<br />`), lowercase,
-strip punctuation, split on whitespace; n-grams are the words joined by one space. The
-vocabulary keeps the `max_tokens - 2` most frequent terms of the training split (ties in
-alphabetical order), after id 0 (padding) and id 1 (terms never seen in training). Its
-state (terms, document frequencies) is plain JSON, saved in `preprocessing.json`.
+strip punctuation (or split it off, each mark a word), split on whitespace; n-grams are the
+words joined by one space. The vocabulary keeps the `max_tokens - 2` most frequent terms of
+the training split (ties in alphabetical order), after id 0 (padding) and id 1 (terms never
+seen in training). Its state (terms, document frequencies) is plain JSON, saved in
+`preprocessing.json`.
 
 `output_mode` says what one text becomes:
     int        `sequence_length` ids, cut at the end, padded with 0 at the end;
@@ -14,7 +15,8 @@ state (terms, document frequencies) is plain JSON, saved in `preprocessing.json`
     count      how often it occurs;
     tf_idf     count x idf (idf = ln((1 + texts) / (1 + texts with the term)) + 1), each
                row scaled to unit length (scikit-learn's `TfidfVectorizer` defaults); terms
-               outside the vocabulary (id 1) count for nothing, as scikit-learn drops them.
+               outside the vocabulary (id 1) count for nothing, as scikit-learn drops them;
+               `sublinear_tf` takes 1 + ln(count) for the count.
 A text with no term (empty, or punctuation or tags only) is the unseen-term id alone, so
 that a masked sequence always holds one step.
 """
@@ -57,7 +59,9 @@ class Vocabulary:
             text = HTML_TAG.sub(" ", text)
         if self.cfg.lowercase:
             text = text.lower()
-        if self.cfg.strip_punctuation:
+        if self.cfg.strip_punctuation == "split":
+            text = PUNCTUATION.sub(r" \g<0> ", text.replace("'", ""))
+        elif self.cfg.strip_punctuation:
             text = PUNCTUATION.sub("", text)
         return text
 
@@ -118,6 +122,9 @@ class Vocabulary:
                                     return_counts=True)
             out[row, ids] = 1.0 if mode == "multi_hot" else counts
         if mode == "tf_idf":
+            if self.cfg.sublinear_tf:
+                counted = out > 0
+                out[counted] = 1.0 + np.log(out[counted])
             out[:, : self.size()] *= self.idf
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms > 0, norms, 1.0)
