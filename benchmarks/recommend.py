@@ -9,7 +9,7 @@ sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 rating comparison averages; `--rating-only` runs that comparison alone and rewrites only its
 rows, `--ranking-only` the ranking one (the other rows of docs/benchmarks.md are kept from
 the last run). Each dlmine ranking config trains with `RANKING_SEEDS` seeds (its own, 42, then
-1 and 2): the seed draws the model's initialisation, its negatives and its 99 evaluation
+1 to 4: five, as the rating comparison has): the seed draws the model's initialisation, its negatives and its 99 evaluation
 candidates, so the row is their mean ± standard deviation; the peers score the candidates of
 seed 42, as the first dlmine run does.
 """
@@ -33,7 +33,7 @@ from dlmine.data import source_for  # noqa: E402
 from dlmine.results.recommend_metrics import candidates_for, full_ranking, ranks_metrics, sampled_ranks  # noqa: E402
 
 BEGIN, END = "<!-- recommend-benchmark -->", "<!-- end of recommend-benchmark -->"
-RANKING_SEEDS = (42, 1, 2)
+RANKING_SEEDS = (42, 1, 2, 3, 4)
 RANKING_CONFIGS = ("movielens_neumf", "movielens_two_tower", "movielens_dae")
 
 
