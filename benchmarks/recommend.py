@@ -9,9 +9,9 @@ sampled negatives. Prints a Markdown table and writes it into docs/benchmarks.md
 rating comparison averages; `--rating-only` runs that comparison alone and rewrites only its
 rows, `--ranking-only` the ranking one (the other rows of docs/benchmarks.md are kept from
 the last run). Each dlmine ranking config trains with `RANKING_SEEDS` seeds (its own, 42, then
-1 to 4: five, as the rating comparison has): the seed draws the model's initialisation, its negatives and its 99 evaluation
-candidates, so the row is their mean ± standard deviation; the peers score the candidates of
-seed 42, as the first dlmine run does.
+1 to 4: five, as the rating comparison has): the seed draws the model's initialisation, its
+negatives and its 99 evaluation candidates, so the row is their mean ± standard deviation;
+the peers score the candidates of seed 42, as the first dlmine run does.
 """
 
 from __future__ import annotations

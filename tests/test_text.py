@@ -35,6 +35,9 @@ def test_standardizing_strips_html_case_and_punctuation():
     assert split.tokens("Great!! Don't (5/5)") == [
         "great", "!", "!", "dont", "(", "5", "/", "5", ")",
         "great !", "! !", "! dont", "dont (", "( 5", "5 /", "/ 5", "5 )"]
+    # Unicode punctuation is split off too, and the typographic apostrophe removed
+    assert vocabulary(strip_punctuation="split").tokens("“Great” … wonderful—really! don’t") == [
+        "“", "great", "”", "…", "wonderful", "—", "really", "!", "dont"]
 
 
 def test_int_mode_gives_padded_ids_with_an_unseen_id():

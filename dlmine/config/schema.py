@@ -242,9 +242,9 @@ class TextConfig:
     lowercase: bool = doc("Lowercase the text before splitting it into words.", True)
     strip_punctuation: bool | Literal["split"] = doc(
         "`true`: remove ASCII punctuation (`don't` becomes `dont`) before splitting into words; "
-        "`split`: remove apostrophes and make every other mark a word of its own (`great!!` "
-        "becomes `great ! !`, so `!` and `?` are counted and paired like words); `false`: keep "
-        "it where it is.", True)
+        "`split`: remove apostrophes (`'` and `’`) and make every other mark, ASCII or "
+        "Unicode (`“ ” … —`), a word of its own (`great!!` becomes `great ! !`, so `!` and `?` "
+        "are counted and paired like words); `false`: keep it where it is.", True)
     strip_html: bool = doc("Replace HTML tags such as `<br />` by a space.", True)
 
 

@@ -17,14 +17,18 @@ seen in training). Its state (terms, document frequencies) is plain JSON, saved 
                row scaled to unit length (scikit-learn's `TfidfVectorizer` defaults); terms
                outside the vocabulary (id 1) count for nothing, as scikit-learn drops them;
                `sublinear_tf` takes 1 + ln(count) for the count.
-A text with no term (empty, or punctuation or tags only) is the unseen-term id alone, so
-that a masked sequence always holds one step.
+A text with no term (empty, or tags only, or punctuation only unless it is split into
+words) is the unseen-term id alone, so that a masked sequence always holds one step; in a
+bag that id counts as any unseen term: 1 for `multi_hot` and `count`, nothing for `tf_idf`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
+import sys
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -33,6 +37,16 @@ PAD, OOV = "", "[UNK]"
 HTML_TAG = re.compile(r"<[^>]{0,200}>")
 PUNCTUATION = re.compile("[" + re.escape(string.punctuation) + "]")
 BAG_MODES = ("multi_hot", "count", "tf_idf")
+APOSTROPHES = "'\u2019"  # ' and its typographic form: removed, so don't and don’t are dont
+
+
+@functools.cache
+def split_marks() -> re.Pattern:
+    """What `strip_punctuation: split` makes words of: ASCII punctuation and every Unicode
+    punctuation mark (categories P*: “ ” … — ¡ ...), apostrophes aside."""
+    marks = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i))[0] == "P"}
+    marks = (marks | set(string.punctuation)) - set(APOSTROPHES)
+    return re.compile("[" + re.escape("".join(sorted(marks))) + "]")
 
 
 class Vocabulary:
@@ -60,7 +74,7 @@ class Vocabulary:
         if self.cfg.lowercase:
             text = text.lower()
         if self.cfg.strip_punctuation == "split":
-            text = PUNCTUATION.sub(r" \g<0> ", text.replace("'", ""))
+            text = split_marks().sub(r" \g<0> ", re.sub(f"[{APOSTROPHES}]", "", text))
         elif self.cfg.strip_punctuation:
             text = PUNCTUATION.sub("", text)
         return text
