@@ -180,3 +180,44 @@ def test_a_resumed_dae_run_equals_the_uninterrupted_one(tmp_path):
     resume for the second, gives the two-epoch run's history."""
     planted(tmp_path / "inter.csv")
     assert_resume_reproduces(tmp_path, CONFIG.replace("epochs: 8", "epochs: 2"))
+
+
+def test_newer_counts_rank_each_users_interactions_newest_first():
+    from dlmine.data.interactions import newer_counts
+
+    users = np.array([0, 0, 1, 0, 1, 0])
+    times = np.array([5.0, 9.0, 1.0, 9.0, 2.0, 1.0])
+    rows = np.arange(6)  # a tie in time (rows 1 and 3): the later row is the newer
+    np.testing.assert_array_equal(newer_counts(users, times, rows), [2, 1, 1, 0, 0, 3])
+
+
+def test_recency_weighs_a_users_history_by_how_many_interactions_are_newer(tmp_path):
+    # user a: x (t=1), y (t=2), z (t=3), w (t=4, the test); user b: x (t=1), y (t=5), z (t=6)
+    (tmp_path / "inter.csv").write_text("user,item,timestamp\na,x,1\na,y,2\na,z,3\na,w,4\n"
+                                        "b,x,1\nb,y,5\nb,z,6\n")
+    text = CONFIG.replace("    type: dae\n", "    type: dae\n    recency: 2\n").replace(
+        "  checkpoint: {monitor: val_ndcg@10}\n", "").replace("epochs: 8", "epochs: 1")
+    (tmp_path / "cfg.yaml").write_text(text)
+    result = run_cli("train", tmp_path / "cfg.yaml", "--run-dir", tmp_path / "run", "--quiet",
+                     "--set", "dataset.validation_split=null")
+    assert result.exit_code == 0, result.output
+    model = load_model_file(tmp_path / "run" / "checkpoints" / "best.keras")
+    table = model.get_layer("user_history").get_weights()[0]
+    # codes: users a=0, b=1; items of the training split x=0, y=1, z=2 (w and b's z are the
+    # test items, each user's last): a's x has 2 newer, y 1, z none; b's x 1, y none
+    np.testing.assert_allclose(table[:2, :3], [[0.5, 2 ** -0.5, 1.0],
+                                               [2 ** -0.5, 1.0, 0.0]], rtol=1e-6)
+    assert not table[2:].any() and not table[:, 3:].any()
+
+
+def test_recency_is_refused_where_there_is_no_history(tmp_path):
+    text = CONFIG.replace("""    type: dae
+    encoder:
+      - Dropout: {rate: 0.2}
+      - Dense: {units: 8, activation: tanh}
+""", "    type: mf\n    recency: 20\n")
+    (tmp_path / "cfg.yaml").write_text(text)
+    result = run_cli("check", tmp_path / "cfg.yaml")
+    assert result.exit_code == 2, result.output
+    assert ("cfg.yaml:13: model.recommender.recency: type: mf reads no history to weigh; "
+            "remove `recency`, or use type: dae") in result.output

@@ -315,6 +315,9 @@ def _check_recommender(cfg: Config, src: Sources) -> list[Problem]:
         problems.append(src.problem(where + ("type",), "type: autorec learns ratings (task: "
                                     f"rating), received task: {cfg.dataset.task}; for ranking "
                                     "use mf, gmf, ncf, neumf, two_tower or dae"))
+    if rec.type != "dae" and rec.recency is not None:
+        problems.append(src.problem(where + ("recency",), f"type: {rec.type} reads no "
+                                    "history to weigh; remove `recency`, or use type: dae"))
     if rec.type == "dae" and cfg.dataset.task != "ranking":
         problems.append(src.problem(where + ("type",), "type: dae learns which items a user "
                                     "interacts with (task: ranking), received task: "

@@ -308,6 +308,13 @@ class RecommenderConfig:
         "of their number), e.g. `- Dropout: {rate: 0.5}` then `- Dense: {units: 64, "
         "activation: tanh}`; the last layer's width is that of the items' vectors.",
         factory=list)
+    recency: float | None = doc(
+        "`dae`: the half-life of a user's history, in interactions: each item the user "
+        "interacted with in training weighs 0.5 ** (k / recency) in the history, k being how "
+        "many of the user's training interactions are newer (by `timestamp`, else file order; "
+        "the newest weighs 1), so that the latest tastes count most when the next item is "
+        "asked for (leave-last-out); null: every item weighs 1.",
+        check=lambda v: None if v is None or v > 0 else "expected a number > 0, or null")
     loss: Literal[RANKING_LOSSES] = doc(
         "Ranking: `pointwise` (binary cross-entropy of each positive and sampled negative, "
         "sigmoid output), or, over each positive with its `negatives` as one list (raw-score "

@@ -87,6 +87,9 @@ class InteractionsSource(Source):
         if len(parts["train"][0]) == 0:
             raise DataError(f"{self.cfg.path}: the training split holds no positive interaction "
                             "(dataset.interactions.threshold is above every training rating?)")
+        if self.cfg.task == "ranking":
+            rows = train[events.positive[train]]
+            info.tables["newer"] = newer_counts(codes[rows, 0], events.times[rows], rows)
         fingerprint = self.fingerprint(codes, events.ratings, events.times)
         val = parts.get("validation", (None, None))
         self.validation, self.seed = val[0], seed
@@ -361,6 +364,17 @@ def _time_split(events: Events, cfg: DatasetConfig) -> dict:
         rest = rest[np.lexsort((rest, events.times[rest]))]
         val = max(1, int(round(len(rest) * cfg.validation_split)))
         out["train"], out["validation"] = rest[:-val], rest[-val:]
+    return out
+
+
+def newer_counts(users: np.ndarray, times: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each interaction, how many of its user's others are newer (by time, then row):
+    0 for each user's newest."""
+    order = np.lexsort((-rows, -times, users))
+    starts = np.r_[0, np.flatnonzero(np.diff(users[order])) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    out = np.empty(len(order), "int64")
+    out[order] = np.arange(len(order)) - np.repeat(starts, counts)
     return out
 
 

@@ -3,7 +3,8 @@
 Each user is the row of the items they interacted with in training (1, else 0), held in
 the model as a frozen lookup by user code (`user_history`). The scored item is left out of
 its own row (a training positive must not read its label) and the row is divided by the
-square root of what is left (`HistoryRow`); the `encoder` layers (a `Dropout` first makes
+square root of what is left (`HistoryRow`; with `recency`, each item weighs less the more
+of the user's interactions are newer); the `encoder` layers (a `Dropout` first makes
 the denoising) turn it into the user's vector (`user_vector`). An item's score is the dot
 product of that vector with the item's learned vector plus the item's bias: Wu et al.'s
 CDAE (2016) without its per-user input node, trained like every ranking model here, on
@@ -39,7 +40,7 @@ def build_dae(cfg: Config, src: Sources, info, train: tuple | None, ids, user, i
 
     rec, columns = cfg.model.recommender, info.columns or {}
     users, items = len(columns.get("users", [])) + 1, len(columns.get("items", [])) + 1
-    table = history_table(cfg, users, items, train)
+    table = history_table(cfg, users, items, train, info.tables.get("newer"))
     lookup = keras.layers.Embedding(users, items, trainable=False, name="user_history")
     row = keras.layers.Flatten(name="user_history_flat")(lookup(user))
     lookup.set_weights([table])
@@ -66,12 +67,16 @@ def build_dae(cfg: Config, src: Sources, info, train: tuple | None, ids, user, i
     return keras.Model(ids, score, name=cfg.name.replace(".", "_"))
 
 
-def history_table(cfg: Config, users: int, items: int, train: tuple | None) -> np.ndarray:
-    """`(users, items)` float32: 1 at each training positive's (user, item) codes, else 0."""
+def history_table(cfg: Config, users: int, items: int, train: tuple | None,
+                  newer: np.ndarray | None = None) -> np.ndarray:
+    """`(users, items)` float32: at each training positive's (user, item) codes 1, or with
+    `recency` 0.5 ** (newer / recency) (`newer`: how many of the user's training positives
+    are newer, row by row of `train`); else 0."""
     refuse_oversized(cfg, "every user's history", (users, "users"), (items, "items"),
                      "type: mf, neumf or two_tower", MAX_VALUES)
     table = np.zeros((users, items), "float32")
     if train is not None:
-        codes = train[0]
-        table[codes[:, 0], codes[:, 1]] = 1.0
+        codes, half = train[0], cfg.model.recommender.recency
+        weight = 1.0 if half is None or newer is None else 0.5 ** (newer / half)
+        table[codes[:, 0], codes[:, 1]] = weight
     return table
