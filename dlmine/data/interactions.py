@@ -331,11 +331,7 @@ def _leave_last_out(events: Events, validation: bool) -> dict:
     candidates = np.flatnonzero(held_events)
     order = candidates[np.lexsort((-candidates, -events.times[candidates],
                                    _group(events.users[candidates])))]
-    users = _group(events.users[order])
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-    counts = np.diff(np.r_[starts, len(order)])
-    rank = np.arange(len(order)) - np.repeat(starts, counts)
-    total = np.repeat(counts, counts)  # the user's positives
+    rank, total = _ranks(_group(events.users[order]))  # total: the user's positives
     needed = 3 if validation else 2
     test = order[(rank == 0) & (total >= needed)]
     val = order[(rank == 1) & (total >= needed)] if validation else order[:0]
@@ -371,11 +367,17 @@ def newer_counts(users: np.ndarray, times: np.ndarray, rows: np.ndarray) -> np.n
     """For each interaction, how many of its user's others are newer (by time, then row):
     0 for each user's newest."""
     order = np.lexsort((-rows, -times, users))
-    starts = np.r_[0, np.flatnonzero(np.diff(users[order])) + 1]
-    counts = np.diff(np.r_[starts, len(order)])
     out = np.empty(len(order), "int64")
-    out[order] = np.arange(len(order)) - np.repeat(starts, counts)
+    out[order] = _ranks(users[order])[0]
     return out
+
+
+def _ranks(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For groups laid out in runs (sorted), each element's place in its run and the run's
+    length."""
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    counts = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, counts), np.repeat(counts, counts)
 
 
 def _group(ids: np.ndarray) -> np.ndarray:
